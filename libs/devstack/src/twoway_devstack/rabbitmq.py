@@ -1,0 +1,146 @@
+"""A private RabbitMQ node from Debian's rabbitmq-server package, run as our own child process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from twoway_devstack.processes import (
+    LOCALHOST,
+    ensure_port_free,
+    free_port,
+    log_tail,
+    say,
+    start_process,
+    stop_process,
+    wait_for_port,
+)
+
+RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+RABBITMQ_SERVER = RABBITMQ_BIN / "rabbitmq-server"
+RABBITMQCTL = RABBITMQ_BIN / "rabbitmqctl"
+APT_INSTALL = (
+    "apt-get update && DEBIAN_FRONTEND=noninteractive "
+    "apt-get install -y --no-install-recommends rabbitmq-server"
+)
+READY_TIMEOUT = 90.0
+STOP_TIMEOUT = 30.0
+# Our own (empty) settings, so that nothing under /etc/rabbitmq leaks into the private node.
+_CONFIG = "# twoway-devstack: a private node; ports and paths come from RABBITMQ_* variables\n"
+
+
+def ensure_rabbitmq_installed() -> None:
+    """Install Debian's rabbitmq-server when missing (as root), else say how to."""
+    if RABBITMQ_SERVER.exists():
+        return
+    if os.geteuid() != 0:
+        raise RuntimeError(
+            f"RabbitMQ is not installed ({RABBITMQ_SERVER} is missing). Install it with\n"
+            f"    sudo sh -c '{APT_INSTALL}'\n"
+            "or set TWOWAY_AMQP_URL to a broker of your own."
+        )
+    say("installing Debian's rabbitmq-server (apt-get) ...")
+    apt_env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (
+        ["apt-get", "update"],
+        ["apt-get", "install", "-y", "--no-install-recommends", "rabbitmq-server"],
+    ):
+        subprocess.run(command, env=apt_env, stdout=sys.stderr, check=True)
+
+
+def _node_env(folder: Path, node: str, port: int, dist_port: int, epmd_port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "RABBITMQ_NODENAME": node,
+        "RABBITMQ_NODE_IP_ADDRESS": LOCALHOST,
+        "RABBITMQ_NODE_PORT": str(port),
+        "RABBITMQ_DIST_PORT": str(dist_port),
+        "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(folder / "log"),
+        "RABBITMQ_PID_FILE": str(folder / "rabbitmq.pid"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"),
+        "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq.conf"),
+        "RABBITMQ_ADVANCED_CONFIG_FILE": str(folder / "advanced.config"),
+        "RABBITMQ_CONF_ENV_FILE": str(folder / "rabbitmq-env.conf"),
+        # Distribution and a private epmd on loopback only; rabbitmqctl needs the same port.
+        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        "ERL_EPMD_ADDRESS": LOCALHOST,
+        "ERL_EPMD_PORT": str(epmd_port),
+    }
+
+
+def _rabbitmqctl(env: Mapping[str, str], node: str, *args: str, timeout: float) -> None:
+    result = subprocess.run(
+        [str(RABBITMQCTL), "-n", node, *args],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"rabbitmqctl {' '.join(args)} failed ({result.returncode}): "
+            f"{(result.stderr or result.stdout).strip()}"
+        )
+
+
+def _stop_epmd(epmd_port: int) -> None:
+    epmd = shutil.which("epmd")
+    if epmd is not None:
+        subprocess.run(
+            [epmd, "-port", str(epmd_port), "-kill"], capture_output=True, timeout=10, check=False
+        )
+
+
+@contextlib.contextmanager
+def run_rabbitmq(folder: Path, *, node: str, port: int, dist_port: int) -> Iterator[str]:
+    """Run a private RabbitMQ node with its data under folder; yield its AMQP URL.
+
+    The node is stopped (rabbitmqctl stop, else SIGTERM, else SIGKILL) when the block exits.
+    """
+    ensure_rabbitmq_installed()
+    ensure_port_free(port, "RabbitMQ (AMQP)")
+    ensure_port_free(dist_port, "RabbitMQ (Erlang distribution)")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "enabled_plugins").write_text("[].\n")
+    (folder / "rabbitmq.conf").write_text(_CONFIG)
+    (folder / "rabbitmq-env.conf").write_text(_CONFIG)
+    epmd_port = free_port()
+    env = _node_env(folder, node, port, dist_port, epmd_port)
+    log_path = folder / "rabbitmq-server.log"
+    started = time.monotonic()
+    say(f"starting RabbitMQ node {node} (data and logs in {folder}) ...")
+    process = start_process([str(RABBITMQ_SERVER)], env=env, log_path=log_path, cwd=folder)
+    try:
+        wait_for_port(process, port, what="RabbitMQ", log_path=log_path, timeout=READY_TIMEOUT)
+        try:
+            _rabbitmqctl(env, node, "await_startup", timeout=READY_TIMEOUT)
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            raise RuntimeError(f"{error}\nend of {log_path}:\n{log_tail(log_path)}") from None
+        url = f"amqp://guest:guest@{LOCALHOST}:{port}/"
+        say(f"RabbitMQ ready at {url} in {time.monotonic() - started:.1f} s")
+        say(f"inspect it with: ERL_EPMD_PORT={epmd_port} {RABBITMQCTL} -n {node} list_queues")
+        yield url
+    finally:
+        _stop_rabbitmq(process, env, node)
+        _stop_epmd(epmd_port)
+
+
+def _stop_rabbitmq(process: subprocess.Popen[bytes], env: Mapping[str, str], node: str) -> None:
+    if process.poll() is not None:
+        return
+    started = time.monotonic()
+    try:
+        _rabbitmqctl(env, node, "stop", timeout=STOP_TIMEOUT)
+        process.wait(STOP_TIMEOUT)
+    except (RuntimeError, subprocess.TimeoutExpired) as error:
+        say(f"rabbitmqctl stop did not stop {node} ({error}); terminating it")
+    stop_process(process, what="RabbitMQ")
+    say(f"RabbitMQ stopped in {time.monotonic() - started:.1f} s")

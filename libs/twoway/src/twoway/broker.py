@@ -1,0 +1,234 @@
+"""Publishing and consuming over aio-pika, with the project's messaging defaults.
+
+- `connect` opens a robust connection (it reconnects and restores channels and consumers).
+- `Publisher` publishes with publisher confirms, `mandatory` and persistent delivery: `publish`
+  returns only once the broker has the message, and raises `PublishFailed` otherwise.
+- `Consumer` consumes with manual acks and a prefetch from settings: it acks a message only after
+  its handler (and everything the handler published) completed; a payload that does not parse, or a
+  handler that raises `Reject`, sends the message to the dead-letter queue with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Generic, TypeVar
+
+import aio_pika
+import structlog
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import AMQPError, DeliveryError
+from pamqp.common import FieldValue
+from pydantic import ValidationError
+
+from twoway import metrics
+from twoway.messages import Envelope
+from twoway.topology import DEAD_LETTER_EXCHANGE, HEADER_REASON
+
+log = structlog.get_logger(__name__)
+
+Headers = Mapping[str, FieldValue]
+
+
+class PublishFailed(Exception):
+    """The broker did not confirm a publish (unroutable, nacked, timed out or unreachable)."""
+
+
+class Reject(Exception):
+    """Raised by a handler: this message can never be handled; dead-letter it with this reason."""
+
+
+async def connect(url: str, service: str) -> AbstractRobustConnection:
+    return await aio_pika.connect_robust(url, client_properties={"connection_name": service})
+
+
+class Publisher:
+    """Confirmed, mandatory, persistent publishing on one channel of its own."""
+
+    def __init__(self, channel: AbstractChannel, timeout: float) -> None:
+        self._channel = channel
+        self._timeout = timeout
+        self._exchanges: dict[str, AbstractExchange] = {}
+
+    @classmethod
+    async def open(cls, connection: AbstractRobustConnection, confirm_timeout: float) -> Publisher:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        return cls(channel, confirm_timeout)
+
+    @property
+    def channel(self) -> AbstractChannel:
+        return self._channel
+
+    async def _exchange(self, name: str) -> AbstractExchange:
+        if not name:
+            return self._channel.default_exchange
+        exchange = self._exchanges.get(name)
+        if exchange is None:
+            exchange = await self._channel.get_exchange(name, ensure=False)
+            self._exchanges[name] = exchange
+        return exchange
+
+    async def publish(
+        self,
+        message: Envelope,
+        *,
+        exchange: str,
+        routing_key: str,
+        headers: Headers | None = None,
+        mandatory: bool = True,
+    ) -> None:
+        """Publish `message` and wait for the broker's confirm.
+
+        `mandatory=False` is for notifications that may have no subscriber yet (status events).
+        """
+        await self.publish_body(
+            message.model_dump_json().encode(),
+            exchange=exchange,
+            routing_key=routing_key,
+            headers=headers,
+            mandatory=mandatory,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            message_type=getattr(message, "type", None),
+        )
+
+    async def publish_body(
+        self,
+        body: bytes,
+        *,
+        exchange: str,
+        routing_key: str,
+        headers: Headers | None = None,
+        mandatory: bool = True,
+        message_id: str | None = None,
+        correlation_id: str | None = None,
+        message_type: str | None = None,
+    ) -> None:
+        amqp_message = aio_pika.Message(
+            body,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=dict(headers or {}),
+            message_id=message_id,
+            correlation_id=correlation_id,
+            type=message_type,
+        )
+        try:
+            target = await self._exchange(exchange)
+            await target.publish(
+                amqp_message, routing_key=routing_key, mandatory=mandatory, timeout=self._timeout
+            )
+        except (DeliveryError, AMQPError, ConnectionError, TimeoutError, RuntimeError) as error:
+            metrics.PUBLISH_ERRORS.labels(exchange=exchange or "(default)").inc()
+            raise PublishFailed(
+                f"publish to {exchange or '(default)'!r} with key {routing_key!r} failed: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+
+    async def dead_letter(self, incoming: AbstractIncomingMessage, queue: str, reason: str) -> None:
+        """Copy `incoming` to `queue`'s dead-letter queue, with `reason` in its headers."""
+        await self.publish_body(
+            incoming.body,
+            exchange=DEAD_LETTER_EXCHANGE,
+            routing_key=queue,
+            headers={**incoming.headers, HEADER_REASON: reason[:1000]},
+            message_id=incoming.message_id,
+            correlation_id=incoming.correlation_id,
+            message_type=incoming.type,
+        )
+        metrics.DEAD_LETTERS.labels(queue=queue).inc()
+
+
+M = TypeVar("M", bound=Envelope)
+Handle = Callable[[M, AbstractIncomingMessage], Awaitable[None]]
+
+
+class Consumer(Generic[M]):
+    """Consumes one queue: decodes each message as `model`, runs `handle`, then acks.
+
+    Outcomes: handler returns -> ack. Payload invalid, or handler raises `Reject` -> copied to the
+    dead-letter queue with the reason, then acked. Handler raises anything else -> nack with
+    requeue (a transient fault such as a lost broker connection); the queue's delivery limit
+    dead-letters a message that keeps failing.
+    """
+
+    def __init__(
+        self, queue: AbstractQueue, model: type[M], handle: Handle[M], publisher: Publisher
+    ) -> None:
+        self._queue = queue
+        self._model = model
+        self._handle = handle
+        self._publisher = publisher
+        self._consumer_tag: str | None = None
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def queue_name(self) -> str:
+        return self._queue.name
+
+    async def start(self) -> None:
+        self._consumer_tag = await self._queue.consume(self._on_message)
+
+    async def stop(self, grace: float) -> None:
+        """Stop taking messages, and wait up to `grace` seconds for those in flight."""
+        if self._consumer_tag is not None:
+            try:
+                await self._queue.cancel(self._consumer_tag)
+            except (AMQPError, ConnectionError, RuntimeError) as error:
+                log.warning("consumer_cancel_failed", queue=self.queue_name, error=str(error))
+            self._consumer_tag = None
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+        except TimeoutError:
+            log.warning("in_flight_abandoned", queue=self.queue_name, count=self._in_flight)
+
+    async def _on_message(self, incoming: AbstractIncomingMessage) -> None:
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            await self._process(incoming)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def _process(self, incoming: AbstractIncomingMessage) -> None:
+        queue = self.queue_name
+        try:
+            message = self._model.model_validate_json(incoming.body)
+        except ValidationError as error:
+            await self._reject(incoming, f"bad payload: {error}")
+            return
+        with structlog.contextvars.bound_contextvars(
+            message_id=message.message_id, correlation_id=message.correlation_id
+        ):
+            try:
+                await self._handle(message, incoming)
+            except Reject as error:
+                await self._reject(incoming, str(error))
+            except Exception as error:
+                log.exception("handler_failed", queue=queue, error=str(error))
+                metrics.CONSUME_ERRORS.labels(queue=queue).inc()
+                await incoming.nack(requeue=True)
+            else:
+                await incoming.ack()
+                metrics.CONSUMED.labels(queue=queue).inc()
+
+    async def _reject(self, incoming: AbstractIncomingMessage, reason: str) -> None:
+        queue = self.queue_name
+        log.warning("message_dead_lettered", queue=queue, reason=reason)
+        try:
+            await self._publisher.dead_letter(incoming, queue, reason)
+        except PublishFailed:
+            # The queue's own dead-letter exchange keeps it, without our reason header.
+            await incoming.nack(requeue=False)
+        else:
+            await incoming.ack()

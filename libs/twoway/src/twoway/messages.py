@@ -1,0 +1,149 @@
+"""The message contracts shared by every service: one pydantic model each, JSON on the wire.
+
+Every message carries an envelope (`v`, `message_id`, `correlation_id`, `created_at`, `trace`)
+and a `type` discriminator, after vumi's message envelope. Models are frozen and reject unknown
+fields, so a producer and a consumer that disagree fail loudly at the edge instead of silently
+dropping data.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from ulid import ULID
+
+SCHEMA_VERSION = 1
+
+
+def new_message_id() -> str:
+    """A new, time-sortable message id (ULID)."""
+    return str(ULID())
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def derive_keyword(text: str) -> str:
+    """The keyword of an SMS: its first word, upper-cased ("" for an empty text)."""
+    words = text.split(maxsplit=1)
+    return words[0].upper() if words else ""
+
+
+class Envelope(BaseModel):
+    """Fields every message carries."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+    )
+
+    v: Literal[1] = 1
+    message_id: str = Field(default_factory=new_message_id, min_length=1)
+    correlation_id: str | None = None
+    created_at: AwareDatetime = Field(default_factory=utc_now)
+    trace: dict[str, str] = Field(default_factory=dict)
+
+
+class InboundSMS(Envelope):
+    """An SMS a gateway delivered to us (mobile originated)."""
+
+    type: Literal["inbound_sms"] = "inbound_sms"
+    gateway_id: str = Field(min_length=1)
+    gateway_message_id: str | None = None
+    sender: str = Field(min_length=1, description="E.164 where the gateway sent a phone number")
+    recipient: str = Field(default="", description="The short code or number that was texted")
+    text: str
+    keyword: str = Field(
+        default="", description="Upper-cased; the first word of text unless the gateway sent one"
+    )
+    params: dict[str, str] = Field(default_factory=dict, description="Every raw gateway parameter")
+    received_at: AwareDatetime = Field(default_factory=utc_now)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise_keyword(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            given = str(data.get("keyword") or "").strip()
+            keyword = given.upper() if given else derive_keyword(str(data.get("text", "")))
+            data = {**data, "keyword": keyword}
+        return data
+
+    def reply(self, text: str, *, adapter: str | None = None) -> OutboundSMS:
+        """The answer to this SMS: back to its sender, from the number it was sent to."""
+        return OutboundSMS(
+            correlation_id=self.correlation_id or self.message_id,
+            trace=self.trace,
+            to=self.sender,
+            from_=self.recipient or None,
+            text=text,
+            gateway_id=self.gateway_id,
+            in_reply_to=self.message_id,
+            adapter=adapter,
+            priority="reply",
+        )
+
+
+class OutboundSMS(Envelope):
+    """An SMS we send (mobile terminated): a reply or a notification."""
+
+    type: Literal["outbound_sms"] = "outbound_sms"
+    to: str = Field(min_length=1)
+    from_: str | None = Field(default=None, alias="from", description="None: the gateway default")
+    text: str
+    gateway_id: str | None = Field(default=None, description="None: the routing default")
+    in_reply_to: str | None = None
+    adapter: str | None = None
+    priority: Literal["reply", "bulk"] = "reply"
+    not_after: AwareDatetime | None = Field(default=None, description="Do not send after this")
+
+
+DeliveryStatus = Literal["accepted", "sent", "delivered", "failed", "expired"]
+
+
+class DeliveryEvent(Envelope):
+    """What happened to an OutboundSMS. `outbound_id` is that message's `message_id`."""
+
+    type: Literal["delivery_event"] = "delivery_event"
+    outbound_id: str
+    status: DeliveryStatus
+    gateway_id: str | None = None
+    gateway_message_id: str | None = None
+    adapter: str | None = None
+    detail: str = ""
+    at: AwareDatetime = Field(default_factory=utc_now)
+
+
+class HandlersChanged(Envelope):
+    """Control message: an adapter's handler set changed; routers reload their table."""
+
+    type: Literal["handlers_changed"] = "handlers_changed"
+    adapter: str
+
+
+AnyMessage = Annotated[
+    InboundSMS | OutboundSMS | DeliveryEvent | HandlersChanged, Field(discriminator="type")
+]
+ANY_MESSAGE: TypeAdapter[AnyMessage] = TypeAdapter(AnyMessage)
+
+
+MatcherSpec = str | list[str] | dict[str, str]
+"""A filter value: exact string, any-of list, or `{"regex": "..."}` (see `twoway.routing`)."""
+
+
+class HandlerRegistration(BaseModel):
+    """An SMS event handler an adapter registered (MobileFirst `createSMSEventHandler`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    adapter: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    handler: str = Field(min_length=1)
+    filter: dict[str, MatcherSpec] = Field(default_factory=dict)
+    priority: int = 0
+    gateway_id: str | None = Field(default=None, description="Only SMS from this gateway")
+    sequence: int = Field(default=0, description="Registration order, set by the registry")

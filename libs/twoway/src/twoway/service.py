@@ -1,0 +1,142 @@
+"""What every service process shares: health routes, resource contexts and the runner.
+
+Each service has a `create_app(settings) -> web.Application` factory. Resources (the AMQP
+connection, the MongoDB client, consumers) are opened and closed by `cleanup_ctx` entries, so
+nothing connects at import time and `aiohttp.web.run_app` gives every service the same graceful
+shutdown on SIGINT/SIGTERM: readiness fails, consumers stop, in-flight work finishes, connections
+close. Queue workers serve only `/healthz`, `/readyz` and `/metrics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from twoway.broker import Consumer, Publisher, connect
+from twoway.settings import TwowaySettings
+from twoway.storage import Document, database, mongo_client, ping
+from twoway.topology import declare_exchanges
+
+log = structlog.get_logger(__name__)
+
+ReadyCheck = Callable[[], Awaitable[bool]]
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+
+READY_CHECKS = web.AppKey("ready_checks", dict[str, ReadyCheck])
+DRAINING = web.AppKey("draining", list[bool])
+AMQP_CONNECTION = web.AppKey("amqp_connection", AbstractRobustConnection)
+PUBLISHER = web.AppKey("publisher", Publisher)
+MONGO_CLIENT = web.AppKey("mongo_client", AsyncMongoClient[Document])
+MONGO_DB = web.AppKey("mongo_db", AsyncDatabase[Document])
+
+
+async def _healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    if request.app[DRAINING][0]:
+        return web.json_response({"status": "draining"}, status=503)
+    results = {name: await check() for name, check in request.app[READY_CHECKS].items()}
+    ready = all(results.values())
+    return web.json_response(
+        {"status": "ready" if ready else "not ready", "checks": results},
+        status=200 if ready else 503,
+    )
+
+
+async def _metrics(_request: web.Request) -> web.Response:
+    response = web.Response(body=generate_latest())
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return response
+
+
+async def _mark_draining(app: web.Application) -> None:
+    app[DRAINING][0] = True
+
+
+def create_base_app(**kwargs: object) -> web.Application:
+    """An application with `/healthz`, `/readyz` (every registered check) and `/metrics`."""
+    app = web.Application(**kwargs)  # type: ignore[arg-type]
+    app[READY_CHECKS] = {}
+    app[DRAINING] = [False]
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.on_shutdown.append(_mark_draining)
+    return app
+
+
+def amqp_context(settings: TwowaySettings, service: str) -> CleanupContext:
+    """Opens the robust AMQP connection and a confirming publisher; declares the exchanges."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        connection = await connect(settings.amqp_url, service)
+        publisher = await Publisher.open(connection, settings.publish_timeout)
+        await declare_exchanges(publisher.channel)
+        app[AMQP_CONNECTION] = connection
+        app[PUBLISHER] = publisher
+
+        async def broker_ready() -> bool:
+            return not connection.is_closed and not publisher.channel.is_closed
+
+        app[READY_CHECKS]["broker"] = broker_ready
+        log.info("broker_connected")
+        yield
+        await connection.close()
+
+    return context
+
+
+def mongo_context(settings: TwowaySettings, service: str) -> CleanupContext:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        client = mongo_client(settings, service)
+        app[MONGO_CLIENT] = client
+        app[MONGO_DB] = database(client, settings)
+
+        async def database_ready() -> bool:
+            return await ping(client)
+
+        app[READY_CHECKS]["database"] = database_ready
+        yield
+        await client.close()
+
+    return context
+
+
+def run_service(app: web.Application, settings: TwowaySettings, port: int) -> None:
+    """Serve `app` until SIGINT/SIGTERM, then shut down gracefully."""
+    log.info("service_starting", host=settings.host, port=port)
+    web.run_app(
+        app, host=settings.host, port=port, access_log=None, print=None, shutdown_timeout=10.0
+    )
+
+
+ConsumerFactory = Callable[[web.Application], Awaitable[Consumer[Any]]]
+
+
+def consumer_context(build: ConsumerFactory, grace: float) -> CleanupContext:
+    """Starts the consumer `build` makes; on shutdown stops it and lets in-flight work finish."""
+
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        consumer = await build(_app)
+        await consumer.start()
+        log.info("consuming", queue=consumer.queue_name)
+        yield
+        await consumer.stop(grace)
+
+    return context
+
+
+async def open_consumer_channel(app: web.Application, prefetch: int) -> AbstractChannel:
+    """A channel of its own for consuming, with the prefetch from settings."""
+    channel = await app[AMQP_CONNECTION].channel()
+    await channel.set_qos(prefetch_count=prefetch)
+    return channel

@@ -1,0 +1,40 @@
+"""Settings shared by every service, from `TWOWAY_`-prefixed environment variables.
+
+Each service subclasses `TwowaySettings` with its own fields; settings objects are built once in a
+service's `main()` and passed in, never read from globals.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TwowaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TWOWAY_", extra="ignore", frozen=True)
+
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    mongo_url: str = "mongodb://127.0.0.1:27017/?directConnection=true"
+    mongo_database: str = "twoway"
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    prefetch: int = Field(default=64, ge=1, description="Unacked messages a consumer may hold")
+    publish_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for a confirm")
+    default_region: str = Field(
+        default="US",
+        min_length=2,
+        max_length=2,
+        description="ISO region for phone numbers written without a country code",
+    )
+    host: str = "127.0.0.1"
+
+
+class WorkerSettings(TwowaySettings):
+    """A queue consumer: it serves only /healthz, /readyz and /metrics on `port`."""
+
+    port: int = Field(default=0, ge=0, le=65535)
+    shutdown_grace: float = Field(
+        default=10.0, gt=0, description="Seconds to finish in-flight work"
+    )

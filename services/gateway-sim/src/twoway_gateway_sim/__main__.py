@@ -1,0 +1,48 @@
+"""`twoway-gateway-sim` serves the simulator.
+
+`twoway-gateway-sim send FROM TO TEXT` posts one MO message to ingress, as a phone would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import aiohttp
+from twoway.logs import configure_logging
+from twoway.service import run_service
+
+from twoway_gateway_sim.settings import GatewaySimSettings
+from twoway_gateway_sim.simulator import create_app
+
+
+async def send_mo(ingress_url: str, sender: str, recipient: str, text: str) -> int:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            ingress_url.rstrip("/") + "/receiveSMS",
+            data={"from": sender, "to": recipient, "text": text},
+        ) as response,
+    ):
+        print(response.status, await response.text())
+        return 0 if response.status < 300 else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="twoway-gateway-sim", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    send = commands.add_parser("send", help="post one MO message to ingress")
+    send.add_argument("sender")
+    send.add_argument("recipient")
+    send.add_argument("text")
+    args = parser.parse_args()
+    settings = GatewaySimSettings()
+    if args.command == "send":
+        sys.exit(asyncio.run(send_mo(settings.ingress_url, args.sender, args.recipient, args.text)))
+    configure_logging(settings, "gateway-sim")
+    run_service(create_app(settings), settings, settings.port)
+
+
+if __name__ == "__main__":
+    main()

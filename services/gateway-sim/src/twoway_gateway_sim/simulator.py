@@ -1,0 +1,124 @@
+"""The gateway simulator, a development tool like Kannel's fakesmsc.
+
+As a gateway's send API it takes MT at `GET|POST /sendSMS` (the MobileFirst HTTP shape: `to`,
+`from`, `text` and any other parameter) and records it: `GET /messages` lists what it received,
+`DELETE /messages` forgets it. `POST /faults` makes the next sends fail (`{"status": 500,
+"count": 2}`, or `{"delay": 30}` to time out). As a phone, `POST /mo` (`from`, `to`, `text`)
+posts an
+MO message to ingress's `/receiveSMS` and answers with ingress's status and body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from twoway.messages import utc_now
+from twoway.service import create_base_app
+
+from twoway_gateway_sim.settings import GatewaySimSettings
+
+
+@dataclass
+class Faults:
+    status: int = 500
+    count: int = 0
+    delay: float = 0.0
+
+
+@dataclass
+class GatewayState:
+    received: deque[dict[str, Any]]
+    faults: Faults = field(default_factory=Faults)
+    attempts: int = 0
+
+
+STATE = web.AppKey("state", GatewayState)
+SETTINGS = web.AppKey("settings", GatewaySimSettings)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+
+
+async def send_sms(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    state.attempts += 1
+    fields: dict[str, str] = dict(request.query)
+    if request.method == "POST":
+        form = await request.post()
+        fields.update({key: value for key, value in form.items() if isinstance(value, str)})
+    if state.faults.count > 0:
+        state.faults.count -= 1
+        if state.faults.delay:
+            await asyncio.sleep(state.faults.delay)
+        return web.json_response({"error": "injected fault"}, status=state.faults.status)
+    if "to" not in fields or "text" not in fields:
+        return web.json_response({"error": "to and text are required"}, status=400)
+    record = {
+        "to": fields["to"],
+        "from": fields.get("from"),
+        "text": fields["text"],
+        "params": {k: v for k, v in fields.items() if k not in {"to", "from", "text"}},
+        "received_at": utc_now().isoformat(),
+    }
+    state.received.append(record)
+    return web.json_response({"status": "accepted"})
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    return web.json_response(list(request.app[STATE].received))
+
+
+async def clear_messages(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    state.received.clear()
+    state.attempts = 0
+    return web.json_response({"status": "cleared"})
+
+
+async def set_faults(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+        faults = Faults(
+            int(body.get("status", 500)), int(body.get("count", 1)), float(body.get("delay", 0))
+        )
+    except (ValueError, TypeError, AttributeError) as error:
+        return web.json_response({"error": f"bad faults: {error}"}, status=400)
+    request.app[STATE].faults = faults
+    return web.json_response({"status": "set"})
+
+
+async def post_mo(request: web.Request) -> web.Response:
+    """Act as a phone: post the given MO (`from`, `to`, `text`) to ingress's /receiveSMS."""
+    try:
+        fields = await request.json()
+    except ValueError:
+        return web.json_response({"error": "post a JSON object"}, status=400)
+    url = request.app[SETTINGS].ingress_url.rstrip("/") + "/receiveSMS"
+    async with request.app[HTTP].post(url, data=fields) as response:
+        return web.json_response(
+            {"ingress_status": response.status, "ingress_body": await response.text()}
+        )
+
+
+async def _http(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession() as session:
+        app[HTTP] = session
+        yield
+
+
+def create_app(settings: GatewaySimSettings) -> web.Application:
+    app = create_base_app()
+    app[SETTINGS] = settings
+    app[STATE] = GatewayState(deque(maxlen=settings.max_recorded))
+    app.cleanup_ctx.append(_http)
+    app.router.add_route("GET", "/sendSMS", send_sms)
+    app.router.add_route("POST", "/sendSMS", send_sms)
+    app.router.add_get("/messages", list_messages)
+    app.router.add_delete("/messages", clear_messages)
+    app.router.add_post("/faults", set_faults)
+    app.router.add_post("/mo", post_mo)
+    return app

@@ -1,0 +1,57 @@
+"""The ingress application: gateways post SMS here; we answer only once the broker has them."""
+
+from __future__ import annotations
+
+import structlog
+from aiohttp import web
+from twoway import metrics
+from twoway.broker import PublishFailed
+from twoway.messages import InboundSMS
+from twoway.service import PUBLISHER, amqp_context, create_base_app
+from twoway.topology import INBOUND_EXCHANGE, inbound_key
+
+from twoway_ingress.errors import error_response, json_errors
+from twoway_ingress.receive import inbound_from_fields, request_fields
+from twoway_ingress.settings import IngressSettings
+
+log = structlog.get_logger(__name__)
+
+SETTINGS = web.AppKey("ingress_settings", IngressSettings)
+
+
+async def publish_inbound(request: web.Request, message: InboundSMS) -> web.Response:
+    """Publish `message` and answer 202 once confirmed, or 503 (the gateway retries)."""
+    settings = request.app[SETTINGS]
+    with structlog.contextvars.bound_contextvars(message_id=message.message_id):
+        try:
+            await request.app[PUBLISHER].publish(
+                message, exchange=INBOUND_EXCHANGE, routing_key=inbound_key(message.gateway_id)
+            )
+        except PublishFailed as error:
+            log.error("inbound_not_accepted", error=str(error))
+            return error_response(
+                503,
+                "broker_unavailable",
+                "the message could not be queued; retry later",
+                headers={"Retry-After": str(settings.retry_after_seconds)},
+            )
+        metrics.INBOUND_RECEIVED.labels(gateway=message.gateway_id).inc()
+        log.info("inbound_accepted", gateway_id=message.gateway_id, sender=message.sender)
+    return web.json_response({"status": "accepted", "message_id": message.message_id}, status=202)
+
+
+async def receive_sms(request: web.Request) -> web.Response:
+    """`GET|POST /receiveSMS` (MobileFirst): `from`, `text`, optional `to` and `keyword`."""
+    settings = request.app[SETTINGS]
+    fields = await request_fields(request)
+    message = inbound_from_fields(fields, settings.default_gateway_id, settings.default_region)
+    return await publish_inbound(request, message)
+
+
+def create_app(settings: IngressSettings) -> web.Application:
+    app = create_base_app(middlewares=[json_errors], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(amqp_context(settings, "ingress"))
+    app.router.add_route("GET", "/receiveSMS", receive_sms)
+    app.router.add_route("POST", "/receiveSMS", receive_sms)
+    return app
