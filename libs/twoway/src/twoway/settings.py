@@ -6,6 +6,7 @@ service's `main()` and passed in, never read from globals.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -29,6 +30,9 @@ class TwowaySettings(BaseSettings):
         description="ISO region for phone numbers written without a country code",
     )
     host: str = "127.0.0.1"
+    gateways_file: Path = Field(
+        default=Path("config/gateways.yaml"), description="The gateways YAML (twoway.gateways)"
+    )
 
 
 class WorkerSettings(TwowaySettings):

@@ -6,6 +6,7 @@ import structlog
 from aiohttp import web
 from twoway import metrics
 from twoway.broker import PublishFailed
+from twoway.gateways.config import GatewaysConfig, load_gateways
 from twoway.messages import InboundSMS
 from twoway.service import PUBLISHER, amqp_context, create_base_app
 from twoway.topology import INBOUND_EXCHANGE, inbound_key
@@ -17,6 +18,7 @@ from twoway_ingress.settings import IngressSettings
 log = structlog.get_logger(__name__)
 
 SETTINGS = web.AppKey("ingress_settings", IngressSettings)
+GATEWAYS = web.AppKey("gateways", GatewaysConfig)
 
 
 async def publish_inbound(request: web.Request, message: InboundSMS) -> web.Response:
@@ -41,16 +43,22 @@ async def publish_inbound(request: web.Request, message: InboundSMS) -> web.Resp
 
 
 async def receive_sms(request: web.Request) -> web.Response:
-    """`GET|POST /receiveSMS` (MobileFirst): `from`, `text`, optional `to` and `keyword`."""
+    """`GET|POST /receiveSMS` (MobileFirst): `from`, `text`, optional `to` and `keyword`.
+
+    MobileFirst had one gateway; posts here come from the default gateway of the gateways file,
+    which is also where replies go.
+    """
     settings = request.app[SETTINGS]
     fields = await request_fields(request)
-    message = inbound_from_fields(fields, settings.default_gateway_id, settings.default_region)
+    gateway_id = request.app[GATEWAYS].default_gateway
+    message = inbound_from_fields(fields, gateway_id, settings.default_region)
     return await publish_inbound(request, message)
 
 
 def create_app(settings: IngressSettings) -> web.Application:
     app = create_base_app(middlewares=[json_errors], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[GATEWAYS] = load_gateways(settings.gateways_file)
     app.cleanup_ctx.append(amqp_context(settings, "ingress"))
     app.router.add_route("GET", "/receiveSMS", receive_sms)
     app.router.add_route("POST", "/receiveSMS", receive_sms)

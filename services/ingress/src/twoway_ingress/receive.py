@@ -57,6 +57,10 @@ async def request_fields(request: web.Request) -> dict[str, str]:
     fields = _first_values(request.query)
     if request.method != "POST" or not request.body_exists:
         return fields
+    limit = request.client_max_size
+    if request.content_length is not None and request.content_length > limit:
+        # Refused before reading; a chunked body meets the same limit while it is read.
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     content_type = request.content_type
     if content_type in FORM_TYPES:
         form = await request.post()

@@ -9,7 +9,4 @@ class IngressSettings(TwowaySettings):
 
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="Largest request body")
-    default_gateway_id: str = Field(
-        default="default", min_length=1, description="gateway_id of posts to /receiveSMS"
-    )
     retry_after_seconds: int = Field(default=5, ge=1, description="Retry-After on a 503")

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field
 from twoway.settings import WorkerSettings
 
@@ -10,7 +8,6 @@ class OutboundSettings(WorkerSettings):
     """Settings of the outbound service (`TWOWAY_` environment variables)."""
 
     port: int = Field(default=9102, ge=0, le=65535)
-    gateways_file: Path = Field(default=Path("config/gateways.yaml"))
     retry_delays: list[int] = Field(
         default=[1, 5, 30, 120, 600],
         min_length=1,

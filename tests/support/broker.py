@@ -1,0 +1,73 @@
+"""Broker helpers for tests: a clean slate of queues, and reading what landed in a queue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from twoway.topology import (
+    OUTBOUND_QUEUE,
+    ROUTER_QUEUE,
+    UNMATCHED_QUEUE,
+    adapter_queue,
+    dead_letter_queue,
+    retry_queue,
+)
+
+RETRY_DELAYS = (1, 5, 30, 120, 600)
+
+
+def topology_queues(adapters: Iterable[str] = ("echo",)) -> list[str]:
+    """Every queue the services declare (outbound with its default retry delays)."""
+    work = [ROUTER_QUEUE, OUTBOUND_QUEUE, *(adapter_queue(name) for name in adapters)]
+    names = [UNMATCHED_QUEUE]
+    for queue in work:
+        names += [queue, dead_letter_queue(queue)]
+    names += [retry_queue(OUTBOUND_QUEUE, delay) for delay in RETRY_DELAYS]
+    return names
+
+
+async def delete_queues(connection: AbstractRobustConnection, names: Iterable[str]) -> None:
+    """Delete the queues (a missing queue is fine) so that each test starts empty."""
+    for name in names:
+        channel = await connection.channel()
+        try:
+            await channel.queue_delete(name)
+        except aio_pika.exceptions.ChannelClosed:
+            pass
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+
+async def drain(
+    connection: AbstractRobustConnection, queue: str, *, expect: int, timeout: float = 5.0
+) -> list[AbstractIncomingMessage]:
+    """Take (and ack) `expect` messages from `queue`, waiting up to `timeout` seconds."""
+    channel = await connection.channel()
+    messages: list[AbstractIncomingMessage] = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        declared = await channel.get_queue(queue, ensure=True)
+        while len(messages) < expect and asyncio.get_running_loop().time() < deadline:
+            message = await declared.get(no_ack=True, fail=False)
+            if message is None:
+                await asyncio.sleep(0.02)
+            else:
+                messages.append(message)
+    finally:
+        await channel.close()
+    return messages
+
+
+async def queue_length(connection: AbstractRobustConnection, queue: str) -> int:
+    channel = await connection.channel()
+    try:
+        declared = await channel.get_queue(queue, ensure=True)
+        result = await declared.declare()
+        return int(result.message_count or 0)
+    finally:
+        await channel.close()
