@@ -89,9 +89,9 @@ async def stack(
         yield Stack(ingress, gateway, router, outbound, echo, http)
 
 
-async def received(stack: Stack, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+async def received(stack: Stack, count: int, within: float = 5.0) -> list[dict[str, Any]]:
     """The MT messages the gateway simulator received, once there are `count` of them."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         async with stack.http.get(f"{stack.gateway}/messages") as response:
             messages: list[dict[str, Any]] = await response.json()
@@ -141,7 +141,7 @@ async def test_an_unmatched_sms_is_parked_not_dropped(
     [parked] = await drain(amqp, UNMATCHED_QUEUE, expect=1)
     assert parked.message_id == message_id
     assert "NOBODY" in str(parked.headers["twoway-reason"])
-    assert await received(stack, 1, timeout=0.5) == []
+    assert await received(stack, 1, within=0.5) == []
     async with stack.http.get(f"{stack.router}/metrics") as response:
         assert "twoway_router_unmatched_total" in await response.text()
 
@@ -215,7 +215,7 @@ async def test_bad_input_is_refused_with_a_json_error_and_nothing_is_published(
     await asyncio.sleep(0.2)
     assert await queue_length(amqp, ROUTER_QUEUE) == 0
     assert await queue_length(amqp, UNMATCHED_QUEUE) == 0
-    assert await received(stack, 1, timeout=0.2) == []
+    assert await received(stack, 1, within=0.2) == []
 
 
 async def test_every_service_is_healthy_and_ready(stack: Stack) -> None:

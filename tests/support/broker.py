@@ -44,12 +44,12 @@ async def delete_queues(connection: AbstractRobustConnection, names: Iterable[st
 
 
 async def drain(
-    connection: AbstractRobustConnection, queue: str, *, expect: int, timeout: float = 5.0
+    connection: AbstractRobustConnection, queue: str, *, expect: int, within: float = 5.0
 ) -> list[AbstractIncomingMessage]:
-    """Take (and ack) `expect` messages from `queue`, waiting up to `timeout` seconds."""
+    """Take (and ack) `expect` messages from `queue`, waiting up to `within` seconds."""
     channel = await connection.channel()
     messages: list[AbstractIncomingMessage] = []
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     try:
         declared = await channel.get_queue(queue, ensure=True)
         while len(messages) < expect and asyncio.get_running_loop().time() < deadline:

@@ -10,9 +10,9 @@ import asyncio
 import sys
 
 import aiohttp
+
 from twoway.logs import configure_logging
 from twoway.service import run_service
-
 from twoway_gateway_sim.settings import GatewaySimSettings
 from twoway_gateway_sim.simulator import create_app
 

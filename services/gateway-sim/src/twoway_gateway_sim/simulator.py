@@ -18,9 +18,9 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+
 from twoway.messages import utc_now
 from twoway.service import create_base_app
-
 from twoway_gateway_sim.settings import GatewaySimSettings
 
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from twoway.logs import configure_logging
 from twoway.service import run_service
-
 from twoway_ingress.app import create_app
 from twoway_ingress.settings import IngressSettings
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import structlog
 from aiohttp import web
+
 from twoway import metrics
 from twoway.broker import PublishFailed
 from twoway.gateways.config import GatewaysConfig, load_gateways
 from twoway.messages import InboundSMS
 from twoway.service import PUBLISHER, amqp_context, create_base_app
 from twoway.topology import INBOUND_EXCHANGE, inbound_key
-
 from twoway_ingress.errors import error_response, json_errors
 from twoway_ingress.receive import inbound_from_fields, request_fields
 from twoway_ingress.settings import IngressSettings

@@ -6,6 +6,7 @@ import json
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+
 from twoway import metrics
 
 

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 
 from aiohttp import web
 from multidict import MultiMapping
+
 from twoway.messages import InboundSMS
 from twoway.phone import InvalidPhoneNumber, normalise_phone
-
 from twoway_ingress.errors import InvalidRequest
 
 NAMED_FIELDS = frozenset({"from", "to", "text", "keyword"})

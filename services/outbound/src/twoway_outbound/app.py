@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
+
 from twoway.broker import Consumer
 from twoway.gateways.config import load_gateways
 from twoway.messages import OutboundSMS
@@ -18,7 +19,6 @@ from twoway.service import (
     open_consumer_channel,
 )
 from twoway.topology import OUTBOUND_EXCHANGE, OUTBOUND_QUEUE, declare_work_queue, outbound_key
-
 from twoway_outbound.sender import Sender
 from twoway_outbound.settings import OutboundSettings
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import aiohttp
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
+
 from twoway import metrics
 from twoway.broker import Publisher, Reject
 from twoway.gateways import OUTBOUND_DIALECTS

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from twoway.logs import configure_logging
 from twoway.service import run_service
-
 from twoway_router.app import create_app
 from twoway_router.settings import RouterSettings
 

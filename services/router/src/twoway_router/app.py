@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
+
 from twoway.broker import Consumer
 from twoway.messages import InboundSMS
 from twoway.registry import HandlerRegistry
@@ -31,7 +32,6 @@ from twoway.topology import (
     declare_work_queue,
     inbound_key,
 )
-
 from twoway_router.router import Router
 from twoway_router.settings import RouterSettings
 

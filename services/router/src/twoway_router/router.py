@@ -12,6 +12,7 @@ import time
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
+
 from twoway import metrics
 from twoway.broker import Publisher
 from twoway.messages import HandlerRegistration, InboundSMS

@@ -1,0 +1,164 @@
+"""Publishing and consuming on a real RabbitMQ: confirms, mandatory, acks and dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from tests.support.broker import drain, queue_length
+from twoway.broker import Consumer, PublishFailed, Publisher, Reject
+from twoway.messages import InboundSMS
+from twoway.topology import (
+    INBOUND_EXCHANGE,
+    ROUTER_QUEUE,
+    dead_letter_queue,
+    declare_exchanges,
+    declare_work_queue,
+    inbound_key,
+)
+
+pytestmark = pytest.mark.rabbit
+
+
+def inbound(text: str = "ECHO hi") -> InboundSMS:
+    return InboundSMS(gateway_id="sim", sender="+15551234567", recipient="12345", text=text)
+
+
+@pytest.fixture
+async def publisher(amqp: AbstractRobustConnection) -> AsyncIterator[Publisher]:
+    publisher = await Publisher.open(amqp, confirm_timeout=5.0)
+    await declare_exchanges(publisher.channel)
+    await declare_work_queue(
+        publisher.channel, ROUTER_QUEUE, exchange=INBOUND_EXCHANGE, binding_keys=["inbound.#"]
+    )
+    yield publisher
+    await publisher.channel.close()
+
+
+async def consume_with(
+    amqp: AbstractRobustConnection, publisher: Publisher, handle: object
+) -> Consumer[InboundSMS]:
+    channel = await amqp.channel()
+    await channel.set_qos(prefetch_count=8)
+    queue = await channel.get_queue(ROUTER_QUEUE)
+    consumer = Consumer(queue, InboundSMS, handle, publisher)  # type: ignore[arg-type]
+    await consumer.start()
+    return consumer
+
+
+async def test_a_confirmed_message_is_in_its_queue_persistent_and_intact(
+    amqp: AbstractRobustConnection, publisher: Publisher
+) -> None:
+    message = inbound()
+    await publisher.publish(message, exchange=INBOUND_EXCHANGE, routing_key=inbound_key("sim"))
+
+    [delivered] = await drain(amqp, ROUTER_QUEUE, expect=1)
+    assert InboundSMS.model_validate_json(delivered.body) == message
+    assert delivered.delivery_mode == 2
+    assert delivered.message_id == message.message_id
+
+
+async def test_an_unroutable_publish_fails_instead_of_vanishing(publisher: Publisher) -> None:
+    with pytest.raises(PublishFailed, match="unroutable|NO_ROUTE|returned|Returned"):
+        await publisher.publish(inbound(), exchange="sms.adapters", routing_key="nobody")
+
+
+async def test_publishing_on_a_closed_connection_fails_cleanly(
+    amqp: AbstractRobustConnection,
+) -> None:
+    publisher = await Publisher.open(amqp, confirm_timeout=1.0)
+    await publisher.channel.close()
+    with pytest.raises(PublishFailed):
+        await publisher.publish(inbound(), exchange=INBOUND_EXCHANGE, routing_key="inbound.sim")
+
+
+async def test_a_handled_message_is_acked(
+    amqp: AbstractRobustConnection, publisher: Publisher
+) -> None:
+    handled: list[InboundSMS] = []
+
+    async def handle(message: InboundSMS, _incoming: AbstractIncomingMessage) -> None:
+        handled.append(message)
+
+    consumer = await consume_with(amqp, publisher, handle)
+    await publisher.publish(inbound(), exchange=INBOUND_EXCHANGE, routing_key="inbound.sim")
+    for _ in range(100):
+        if handled:
+            break
+        await asyncio.sleep(0.02)
+    await consumer.stop(grace=2)
+    assert len(handled) == 1
+    assert await queue_length(amqp, ROUTER_QUEUE) == 0
+
+
+async def test_a_bad_payload_is_dead_lettered_with_the_reason(
+    amqp: AbstractRobustConnection, publisher: Publisher
+) -> None:
+    async def handle(_message: InboundSMS, _incoming: AbstractIncomingMessage) -> None:
+        raise AssertionError("a bad payload must never reach the handler")
+
+    consumer = await consume_with(amqp, publisher, handle)
+    await publisher.publish_body(
+        b'{"not": "an sms"}', exchange=INBOUND_EXCHANGE, routing_key="inbound.sim"
+    )
+    [dead] = await drain(amqp, dead_letter_queue(ROUTER_QUEUE), expect=1)
+    await consumer.stop(grace=2)
+    assert dead.body == b'{"not": "an sms"}'
+    assert str(dead.headers["twoway-reason"]).startswith("bad payload")
+    assert await queue_length(amqp, ROUTER_QUEUE) == 0
+
+
+async def test_a_rejected_message_is_dead_lettered_with_the_handlers_reason(
+    amqp: AbstractRobustConnection, publisher: Publisher
+) -> None:
+    async def handle(_message: InboundSMS, _incoming: AbstractIncomingMessage) -> None:
+        raise Reject("this can never be handled")
+
+    consumer = await consume_with(amqp, publisher, handle)
+    message = inbound()
+    await publisher.publish(message, exchange=INBOUND_EXCHANGE, routing_key="inbound.sim")
+    [dead] = await drain(amqp, dead_letter_queue(ROUTER_QUEUE), expect=1)
+    await consumer.stop(grace=2)
+    assert dead.headers["twoway-reason"] == "this can never be handled"
+    assert InboundSMS.model_validate_json(dead.body) == message
+
+
+async def test_a_handler_that_keeps_failing_ends_in_the_dead_letter_queue(
+    amqp: AbstractRobustConnection, publisher: Publisher
+) -> None:
+    attempts = 0
+
+    async def handle(_message: InboundSMS, _incoming: AbstractIncomingMessage) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise RuntimeError("back-end down")
+
+    consumer = await consume_with(amqp, publisher, handle)
+    await publisher.publish(inbound(), exchange=INBOUND_EXCHANGE, routing_key="inbound.sim")
+    [dead] = await drain(amqp, dead_letter_queue(ROUTER_QUEUE), expect=1, within=15)
+    await consumer.stop(grace=2)
+    assert attempts > 1, "a transient failure is retried before it is dead-lettered"
+    assert dead.headers.get("x-death") or dead.headers.get("x-first-death-reason")
+    assert await queue_length(amqp, ROUTER_QUEUE) == 0
+
+
+async def test_stop_waits_for_the_message_in_flight(
+    amqp: AbstractRobustConnection, publisher: Publisher
+) -> None:
+    started = asyncio.Event()
+    finished: list[str] = []
+
+    async def handle(message: InboundSMS, _incoming: AbstractIncomingMessage) -> None:
+        started.set()
+        await asyncio.sleep(0.3)
+        finished.append(message.message_id)
+
+    consumer = await consume_with(amqp, publisher, handle)
+    await publisher.publish(inbound(), exchange=INBOUND_EXCHANGE, routing_key="inbound.sim")
+    await asyncio.wait_for(started.wait(), 5)
+    await consumer.stop(grace=5)
+    assert len(finished) == 1
+    assert await queue_length(amqp, ROUTER_QUEUE) == 0

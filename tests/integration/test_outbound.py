@@ -1,0 +1,252 @@
+"""The outbound sender against a local HTTP server that plays the gateway, on a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+from aiohttp import web
+
+from tests.support.broker import drain, queue_length
+from tests.support.servers import serving
+from twoway.broker import Publisher
+from twoway.messages import DeliveryEvent, OutboundSMS
+from twoway.topology import (
+    EVENTS_EXCHANGE,
+    OUTBOUND_EXCHANGE,
+    OUTBOUND_QUEUE,
+    dead_letter_queue,
+    declare_exchanges,
+    retry_queue,
+)
+from twoway_outbound.app import create_app
+from twoway_outbound.settings import OutboundSettings
+
+pytestmark = pytest.mark.rabbit
+
+
+class FakeGateway:
+    """Answers each send with the next scripted status (then 200), recording every request."""
+
+    def __init__(self) -> None:
+        self.statuses: list[int] = []
+        self.requests: list[dict[str, str]] = []
+        self.retry_after: str | None = None
+        self.delay = 0.0
+
+    async def send(self, request: web.Request) -> web.Response:
+        self.requests.append(dict(request.query))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        status = self.statuses.pop(0) if self.statuses else 200
+        headers = {"Retry-After": self.retry_after} if self.retry_after else None
+        return web.Response(status=status, text=f"status {status}", headers=headers)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/send", self.send)
+        return app
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[tuple[FakeGateway, str]]:
+    fake = FakeGateway()
+    async with serving(fake.app()) as url:
+        yield fake, url
+
+
+@pytest.fixture
+async def outbound(
+    gateway: tuple[FakeGateway, str],
+    make_settings: Callable[..., Any],
+    amqp: AbstractRobustConnection,
+    tmp_path: Path,
+) -> AsyncIterator[Publisher]:
+    config = tmp_path / "gateways.yaml"
+    config.write_text(
+        "default_gateway: fake\n"
+        "gateways:\n"
+        "  - id: fake\n"
+        "    type: mobilefirst-http\n"
+        f"    url: {gateway[1]}/send\n"
+        "    to_param: destination\n"
+        "    text_param: message\n"
+        "    from_param: source\n"
+        "    default_sender: '12345'\n"
+        "    parameters: {account: demo}\n"
+        "    secret_parameters: {password: FAKE_GATEWAY_PASSWORD}\n"
+        "    timeout: 0.5\n"
+    )
+    settings = make_settings(OutboundSettings, gateways_file=config, max_attempts=3)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FAKE_GATEWAY_PASSWORD", "s3cret")
+        app = create_app(settings)
+    publisher = await Publisher.open(amqp, confirm_timeout=5)
+    await declare_exchanges(publisher.channel)
+    events = await publisher.channel.declare_queue(EVENTS_QUEUE, exclusive=True)
+    await events.bind(EVENTS_EXCHANGE, routing_key="#")
+    async with serving(app):
+        yield publisher
+    await publisher.channel.close()
+
+
+EVENTS_QUEUE = "test.outbound.events"
+
+
+async def events(amqp: AbstractRobustConnection, expect: int) -> list[DeliveryEvent]:
+    messages = await drain(amqp, EVENTS_QUEUE, expect=expect)
+    return [DeliveryEvent.model_validate_json(message.body) for message in messages]
+
+
+async def send(publisher: Publisher, **fields: Any) -> OutboundSMS:
+    message = OutboundSMS(to="+15551234567", text="Your balance is 12.00", **fields)
+    await publisher.publish(message, exchange=OUTBOUND_EXCHANGE, routing_key="outbound.fake")
+    return message
+
+
+async def wait_for(condition: Callable[[], bool], within: float = 5.0) -> None:
+    for _ in range(int(within / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+async def test_success_sends_the_configured_parameters(
+    outbound: Publisher, gateway: tuple[FakeGateway, str], amqp: AbstractRobustConnection
+) -> None:
+    fake, _ = gateway
+    message = await send(outbound)
+    await wait_for(lambda: len(fake.requests) == 1)
+    assert fake.requests[0] == {
+        "destination": "+15551234567",
+        "message": "Your balance is 12.00",
+        "source": "12345",
+        "account": "demo",
+        "password": "s3cret",
+    }
+    [event] = await events(amqp, 1)
+    assert (event.status, event.gateway_id, event.outbound_id) == (
+        "sent",
+        "fake",
+        message.message_id,
+    )
+    assert await queue_length(amqp, OUTBOUND_QUEUE) == 0
+
+
+async def test_a_server_error_waits_in_the_retry_queue_with_the_next_attempt(
+    outbound: Publisher, gateway: tuple[FakeGateway, str], amqp: AbstractRobustConnection
+) -> None:
+    fake, _ = gateway
+    fake.statuses = [503]
+    message = await send(outbound)
+    await wait_for(lambda: len(fake.requests) == 1)
+    [waiting] = await drain(amqp, retry_queue(OUTBOUND_QUEUE, 1), expect=1)
+    assert waiting.headers["twoway-attempt"] == 2
+    assert OutboundSMS.model_validate_json(waiting.body) == message
+
+
+async def test_a_retried_message_comes_back_and_is_sent(
+    outbound: Publisher, gateway: tuple[FakeGateway, str]
+) -> None:
+    fake, _ = gateway
+    fake.statuses = [500]
+    await send(outbound)
+    await wait_for(lambda: len(fake.requests) == 2, within=6)
+    assert fake.requests[0] == fake.requests[1]
+
+
+async def test_too_many_requests_honours_retry_after(
+    outbound: Publisher, gateway: tuple[FakeGateway, str], amqp: AbstractRobustConnection
+) -> None:
+    fake, _ = gateway
+    fake.statuses = [429]
+    fake.retry_after = "20"
+    await send(outbound)
+    await wait_for(lambda: len(fake.requests) == 1)
+    [waiting] = await drain(amqp, retry_queue(OUTBOUND_QUEUE, 30), expect=1)
+    assert waiting.headers["twoway-attempt"] == 2
+
+
+async def test_a_timeout_is_retried(
+    outbound: Publisher, gateway: tuple[FakeGateway, str], amqp: AbstractRobustConnection
+) -> None:
+    fake, _ = gateway
+    fake.delay = 1.0
+    await send(outbound)
+    [waiting] = await drain(amqp, retry_queue(OUTBOUND_QUEUE, 1), expect=1)
+    assert waiting.headers["twoway-attempt"] == 2
+
+
+async def test_a_client_error_is_dead_lettered_with_a_failed_event(
+    outbound: Publisher, gateway: tuple[FakeGateway, str], amqp: AbstractRobustConnection
+) -> None:
+    fake, _ = gateway
+    fake.statuses = [400]
+    message = await send(outbound)
+    [dead] = await drain(amqp, dead_letter_queue(OUTBOUND_QUEUE), expect=1)
+    assert "HTTP 400" in str(dead.headers["twoway-reason"])
+    assert OutboundSMS.model_validate_json(dead.body) == message
+    assert len(fake.requests) == 1
+    [event] = await events(amqp, 1)
+    assert (event.status, event.outbound_id) == ("failed", message.message_id)
+    assert "HTTP 400" in event.detail
+
+
+async def test_the_last_attempt_fails_for_good(
+    outbound: Publisher, gateway: tuple[FakeGateway, str], amqp: AbstractRobustConnection
+) -> None:
+    fake, _ = gateway
+    fake.statuses = [500]
+    message = await outbound_with_attempt(outbound, attempt=3)
+    [dead] = await drain(amqp, dead_letter_queue(OUTBOUND_QUEUE), expect=1)
+    assert "after 3 attempt(s)" in str(dead.headers["twoway-reason"])
+    assert dead.message_id == message.message_id
+
+
+async def outbound_with_attempt(publisher: Publisher, attempt: int) -> OutboundSMS:
+    message = OutboundSMS(to="+15551234567", text="last try")
+    await publisher.publish(
+        message,
+        exchange=OUTBOUND_EXCHANGE,
+        routing_key="outbound.fake",
+        headers={"twoway-attempt": attempt},
+    )
+    return message
+
+
+async def test_an_unknown_gateway_is_dead_lettered(
+    outbound: Publisher, gateway: tuple[FakeGateway, str], amqp: AbstractRobustConnection
+) -> None:
+    await send(outbound, gateway_id="nowhere")
+    [dead] = await drain(amqp, dead_letter_queue(OUTBOUND_QUEUE), expect=1)
+    assert "unknown gateway 'nowhere'" in str(dead.headers["twoway-reason"])
+    assert gateway[0].requests == []
+
+
+async def test_an_expired_message_is_not_sent(
+    outbound: Publisher, gateway: tuple[FakeGateway, str], amqp: AbstractRobustConnection
+) -> None:
+    message = await send(outbound, not_after=datetime.now(UTC) - timedelta(seconds=1))
+    [event] = await events(amqp, 1)
+    assert (event.status, event.outbound_id) == ("expired", message.message_id)
+    assert gateway[0].requests == []
+    assert await queue_length(amqp, OUTBOUND_QUEUE) == 0
+
+
+def test_a_missing_gateway_secret_stops_the_service_at_start(
+    make_settings: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "gateways.yaml"
+    config.write_text(
+        "default_gateway: g\ngateways:\n  - id: g\n    type: mobilefirst-http\n"
+        "    url: http://127.0.0.1:1/\n    secret_parameters: {password: NOT_SET_ANYWHERE}\n"
+    )
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    with pytest.raises(KeyError, match="NOT_SET_ANYWHERE"):
+        create_app(make_settings(OutboundSettings, gateways_file=config))
