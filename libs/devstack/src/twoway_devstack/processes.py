@@ -15,6 +15,8 @@ from pathlib import Path
 
 LOCALHOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
+# Looked up here, not in the forked child, where dlopen could deadlock on a lock held by a thread.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
 def say(message: str) -> None:
@@ -44,15 +46,15 @@ def ensure_port_free(port: int, what: str) -> None:
         except OSError as error:
             raise RuntimeError(
                 f"port {port} for {what} is in use ({error.strerror}): stop whatever listens "
-                "there, pick another port, or point TWOWAY_AMQP_URL / TWOWAY_MONGO_URL at "
-                "your own servers"
+                "there, pick another port (--amqp-port, --mongo-port), or point "
+                "TWOWAY_AMQP_URL / TWOWAY_MONGO_URL at your own servers"
             ) from None
 
 
 def _die_with_parent() -> None:
     """In the child: get SIGTERM when the parent dies, so a killed devstack leaves no server."""
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def start_process(

@@ -91,12 +91,30 @@ def _rabbitmqctl(env: Mapping[str, str], node: str, *args: str, timeout: float) 
         )
 
 
-def _stop_epmd(epmd_port: int) -> None:
+@contextlib.contextmanager
+def _run_epmd(folder: Path) -> Iterator[int]:
+    """A private epmd (Erlang port mapper) as our own child, on loopback; yields its port.
+
+    Otherwise the node would start a shared `epmd -daemon` that outlives it.
+    """
     epmd = shutil.which("epmd")
-    if epmd is not None:
-        subprocess.run(
-            [epmd, "-port", str(epmd_port), "-kill"], capture_output=True, timeout=10, check=False
+    if epmd is None:
+        raise RuntimeError(
+            "epmd is missing: install Debian's erlang-base (rabbitmq-server needs it)"
         )
+    port = free_port()
+    log_path = folder / "epmd.log"
+    process = start_process(
+        [epmd, "-port", str(port), "-address", LOCALHOST],
+        env=os.environ,
+        log_path=log_path,
+        cwd=folder,
+    )
+    try:
+        wait_for_port(process, port, what="epmd", log_path=log_path, timeout=10)
+        yield port
+    finally:
+        stop_process(process, what="epmd")
 
 
 @contextlib.contextmanager
@@ -112,25 +130,24 @@ def run_rabbitmq(folder: Path, *, node: str, port: int, dist_port: int) -> Itera
     (folder / "enabled_plugins").write_text("[].\n")
     (folder / "rabbitmq.conf").write_text(_CONFIG)
     (folder / "rabbitmq-env.conf").write_text(_CONFIG)
-    epmd_port = free_port()
-    env = _node_env(folder, node, port, dist_port, epmd_port)
-    log_path = folder / "rabbitmq-server.log"
-    started = time.monotonic()
     say(f"starting RabbitMQ node {node} (data and logs in {folder}) ...")
-    process = start_process([str(RABBITMQ_SERVER)], env=env, log_path=log_path, cwd=folder)
-    try:
-        wait_for_port(process, port, what="RabbitMQ", log_path=log_path, timeout=READY_TIMEOUT)
+    started = time.monotonic()
+    with _run_epmd(folder) as epmd_port:
+        env = _node_env(folder, node, port, dist_port, epmd_port)
+        log_path = folder / "rabbitmq-server.log"
+        process = start_process([str(RABBITMQ_SERVER)], env=env, log_path=log_path, cwd=folder)
         try:
-            _rabbitmqctl(env, node, "await_startup", timeout=READY_TIMEOUT)
-        except (RuntimeError, subprocess.TimeoutExpired) as error:
-            raise RuntimeError(f"{error}\nend of {log_path}:\n{log_tail(log_path)}") from None
-        url = f"amqp://guest:guest@{LOCALHOST}:{port}/"
-        say(f"RabbitMQ ready at {url} in {time.monotonic() - started:.1f} s")
-        say(f"inspect it with: ERL_EPMD_PORT={epmd_port} {RABBITMQCTL} -n {node} list_queues")
-        yield url
-    finally:
-        _stop_rabbitmq(process, env, node)
-        _stop_epmd(epmd_port)
+            wait_for_port(process, port, what="RabbitMQ", log_path=log_path, timeout=READY_TIMEOUT)
+            try:
+                _rabbitmqctl(env, node, "await_startup", timeout=READY_TIMEOUT)
+            except (RuntimeError, subprocess.TimeoutExpired) as error:
+                raise RuntimeError(f"{error}\nend of {log_path}:\n{log_tail(log_path)}") from None
+            url = f"amqp://guest:guest@{LOCALHOST}:{port}/"
+            say(f"RabbitMQ ready at {url} in {time.monotonic() - started:.1f} s")
+            say(f"inspect it: ERL_EPMD_PORT={epmd_port} {RABBITMQCTL} -n {node} list_queues")
+            yield url
+        finally:
+            _stop_rabbitmq(process, env, node)
 
 
 def _stop_rabbitmq(process: subprocess.Popen[bytes], env: Mapping[str, str], node: str) -> None:

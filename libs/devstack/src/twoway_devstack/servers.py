@@ -63,7 +63,12 @@ def provide_servers(
             else:
                 data_dir.mkdir(parents=True, exist_ok=True)
                 if persistent:
-                    folder = data_dir
+                    folder, node = data_dir, PERSISTENT_NODE
+                    mongo_port = mongo_port or DEFAULT_MONGO_PORT
+                    amqp_port = amqp_port or DEFAULT_AMQP_PORT
+                    dist_port = amqp_port + DIST_PORT_OFFSET
+                    if dist_port > MAX_PORT:
+                        dist_port = free_ports(1)[0]
                 else:
                     folder = Path(
                         stack.enter_context(
@@ -72,14 +77,6 @@ def provide_servers(
                             )
                         )
                     )
-                if persistent:
-                    mongo_port = mongo_port or DEFAULT_MONGO_PORT
-                    amqp_port = amqp_port or DEFAULT_AMQP_PORT
-                    dist_port = amqp_port + DIST_PORT_OFFSET
-                    if dist_port > MAX_PORT:
-                        dist_port = free_ports(1)[0]
-                    node = PERSISTENT_NODE
-                else:
                     spare_mongo, spare_amqp, dist_port = free_ports(3)
                     mongo_port = mongo_port or spare_mongo
                     amqp_port = amqp_port or spare_amqp
