@@ -46,6 +46,7 @@ def provide_servers(
     distribution) and 27017 unless given. Containers are always throwaway. Everything started
     here is stopped when the block exits, also on exceptions and KeyboardInterrupt.
     """
+    data_dir = data_dir.resolve()
     amqp_url = os.environ.get(AMQP_URL_VARIABLE) or None
     mongo_url = os.environ.get(MONGO_URL_VARIABLE) or None
     for variable, url in ((AMQP_URL_VARIABLE, amqp_url), (MONGO_URL_VARIABLE, mongo_url)):

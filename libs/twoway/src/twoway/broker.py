@@ -44,8 +44,24 @@ class Reject(Exception):
     """Raised by a handler: this message can never be handled; dead-letter it with this reason."""
 
 
-async def connect(url: str, service: str) -> AbstractRobustConnection:
-    return await aio_pika.connect_robust(url, client_properties={"connection_name": service})
+async def connect(
+    url: str, service: str, *, attempts: int = 30, max_delay: float = 5.0
+) -> AbstractRobustConnection:
+    """A robust connection (it reconnects by itself once made).
+
+    A service may start before its broker is ready (a laptop's `make run`, a pod beside a
+    restarting RabbitMQ): the first connection is retried with capped backoff before giving up.
+    """
+    properties = {"connection_name": service}
+    delay = 0.5
+    for attempt in range(1, attempts):
+        try:
+            return await aio_pika.connect_robust(url, client_properties=properties)
+        except (AMQPError, ConnectionError, OSError) as error:
+            log.warning("broker_unreachable", attempt=attempt, retry_in=delay, error=str(error))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+    return await aio_pika.connect_robust(url, client_properties=properties)
 
 
 class Publisher:
@@ -208,7 +224,8 @@ class Consumer(Generic[M]):
             await self._reject(incoming, f"bad payload: {error}")
             return
         with structlog.contextvars.bound_contextvars(
-            message_id=message.message_id, correlation_id=message.correlation_id
+            message_id=message.message_id,
+            correlation_id=message.correlation_id or message.message_id,
         ):
             try:
                 await self._handle(message, incoming)

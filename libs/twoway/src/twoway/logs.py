@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from twoway.phone import mask_phones_in
+from twoway.phone import mask_phone, mask_phones_in
 from twoway.settings import TwowaySettings
 
 
@@ -27,12 +27,19 @@ def _mask(value: Any) -> Any:
     return value
 
 
+PHONE_KEYS = frozenset({"sender", "recipient", "to", "from", "phone", "phone_number"})
+"""Log keys that hold a phone number whatever its format: masked whole."""
+
+
 def mask_phone_numbers(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: masks phone numbers in every value of a log line."""
     for key, value in event_dict.items():
-        event_dict[key] = _mask(value)
+        if key in PHONE_KEYS and isinstance(value, str):
+            event_dict[key] = mask_phone(value)
+        else:
+            event_dict[key] = _mask(value)
     return event_dict
 
 

@@ -22,7 +22,8 @@ def normalise_phone(raw: str, default_region: str) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
-_PHONE_LIKE = re.compile(r"(?<![A-Za-z0-9])\+?\d{7,15}(?![A-Za-z0-9])")
+_PHONE_LIKE = re.compile(r"(?<![A-Za-z0-9-])\+?\d{7,15}(?![A-Za-z0-9-])")
+"""7 to 15 digits standing alone (not part of an id such as a ULID or a UUID's group)."""
 
 
 def mask_phone(number: str) -> str:

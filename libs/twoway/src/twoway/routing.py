@@ -31,6 +31,11 @@ class FilterError(ValueError):
         self.field = field_name
 
 
+def fold(value: str) -> str:
+    """The form in which case-insensitive fields compare: stripped and case-folded."""
+    return value.strip().casefold()
+
+
 class Matcher(Protocol):
     def matches(self, value: str) -> bool: ...
 
@@ -41,9 +46,7 @@ class Exact:
     case_insensitive: bool
 
     def matches(self, value: str) -> bool:
-        if self.case_insensitive:
-            return value.casefold() == self.value
-        return value == self.value
+        return (fold(value) if self.case_insensitive else value) == self.value
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ class AnyOf:
     case_insensitive: bool
 
     def matches(self, value: str) -> bool:
-        return (value.casefold() if self.case_insensitive else value) in self.values
+        return (fold(value) if self.case_insensitive else value) in self.values
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,11 @@ def compile_matcher(field_name: str, spec: object) -> Matcher:
     """A matcher from its JSON form; `FilterError` naming the field when the form is wrong."""
     folded = field_name in CASE_INSENSITIVE_FIELDS
     if isinstance(spec, str):
-        return Exact(spec.strip().casefold() if folded else spec, folded)
+        return Exact(fold(spec) if folded else spec, folded)
     if isinstance(spec, list):
         if not spec or not all(isinstance(item, str) for item in spec):
             raise FilterError(field_name, "a list matcher must be a non-empty list of strings")
-        values = [item.strip().casefold() if folded else item for item in spec]
+        values = [fold(item) if folded else item for item in spec]
         return AnyOf(frozenset(values), folded)
     if isinstance(spec, Mapping):
         if set(spec) != {"regex"} or not isinstance(spec["regex"], str):
@@ -114,12 +117,12 @@ class Filter:
         return True
 
     def keywords(self) -> frozenset[str] | None:
-        """The upper-cased keywords this filter requires, or None if it takes any keyword."""
+        """The (folded) keywords this filter requires, or None if it takes any keyword."""
         for name, matcher in self.matchers:
             if name == "keyword" and isinstance(matcher, Exact):
-                return frozenset({matcher.value.upper()})
+                return frozenset({matcher.value})
             if name == "keyword" and isinstance(matcher, AnyOf):
-                return frozenset(value.upper() for value in matcher.values)
+                return matcher.values
         return None
 
 
@@ -163,7 +166,7 @@ class RoutingTable:
         return self._size
 
     def match(self, message: InboundSMS) -> HandlerRegistration | None:
-        keyed = self._by_keyword.get(message.keyword, [])
+        keyed = self._by_keyword.get(fold(message.keyword), [])
         candidates = heapq.merge(keyed, self._unindexed) if self._unindexed else iter(keyed)
         for route in candidates:
             if route.filter.matches(message):

@@ -117,6 +117,7 @@ def run_service(app: web.Application, settings: TwowaySettings, port: int) -> No
     web.run_app(
         app, host=settings.host, port=port, access_log=None, print=None, shutdown_timeout=10.0
     )
+    log.info("service_stopped")
 
 
 ConsumerFactory = Callable[[web.Application], Awaitable[Consumer[Any]]]
@@ -131,6 +132,7 @@ def consumer_context(build: ConsumerFactory, grace: float) -> CleanupContext:
         log.info("consuming", queue=consumer.queue_name)
         yield
         await consumer.stop(grace)
+        log.info("consumer_stopped", queue=consumer.queue_name)
 
     return context
 
