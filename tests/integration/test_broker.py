@@ -9,7 +9,7 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from tests.support.broker import drain, queue_length
-from twoway.broker import Consumer, PublishFailed, Publisher, Reject
+from twoway.broker import Consumer, Publisher, PublishFailed, Reject
 from twoway.messages import InboundSMS
 from twoway.topology import (
     INBOUND_EXCHANGE,
@@ -62,7 +62,7 @@ async def test_a_confirmed_message_is_in_its_queue_persistent_and_intact(
 
 
 async def test_an_unroutable_publish_fails_instead_of_vanishing(publisher: Publisher) -> None:
-    with pytest.raises(PublishFailed, match="unroutable|NO_ROUTE|returned|Returned"):
+    with pytest.raises(PublishFailed, match=r"unroutable|NO_ROUTE|returned|Returned"):
         await publisher.publish(inbound(), exchange="sms.adapters", routing_key="nobody")
 
 

@@ -41,10 +41,13 @@ async def test_an_accepted_sms_is_queued_with_every_parameter(
     )
     await channel.close()
     query = {"from": "+1 555 123 4567", "to": "12345", "text": "bal now", "smsc": "op1"}
-    async with serving(create_app(settings)) as url, aiohttp.ClientSession() as http:
-        async with http.get(f"{url}/receiveSMS", params=query) as response:
-            assert response.status == 202
-            message_id = (await response.json())["message_id"]
+    async with (
+        serving(create_app(settings)) as url,
+        aiohttp.ClientSession() as http,
+        http.get(f"{url}/receiveSMS", params=query) as response,
+    ):
+        assert response.status == 202
+        message_id = (await response.json())["message_id"]
 
     [queued] = await drain(amqp, ROUTER_QUEUE, expect=1)
     message = InboundSMS.model_validate_json(queued.body)
