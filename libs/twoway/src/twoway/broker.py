@@ -24,7 +24,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import AMQPError, DeliveryError
-from pamqp.common import FieldValue
+from pamqp.common import FieldTable, FieldValue
 from pydantic import ValidationError
 
 from twoway import metrics
@@ -52,7 +52,7 @@ async def connect(
     A service may start before its broker is ready (a laptop's `make run`, a pod beside a
     restarting RabbitMQ): the first connection is retried with capped backoff before giving up.
     """
-    properties = {"connection_name": service}
+    properties: FieldTable = {"connection_name": service}
     delay = 0.5
     for attempt in range(1, attempts):
         try:
