@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import structlog
+import uvloop
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -112,10 +113,16 @@ def mongo_context(settings: TwowaySettings, service: str) -> CleanupContext:
 
 
 def run_service(app: web.Application, settings: TwowaySettings, port: int) -> None:
-    """Serve `app` until SIGINT/SIGTERM, then shut down gracefully."""
+    """Serve `app` on uvloop until SIGINT/SIGTERM, then shut down gracefully."""
     log.info("service_starting", host=settings.host, port=port)
     web.run_app(
-        app, host=settings.host, port=port, access_log=None, print=None, shutdown_timeout=10.0
+        app,
+        host=settings.host,
+        port=port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=10.0,
+        loop=uvloop.new_event_loop(),
     )
     log.info("service_stopped")
 

@@ -72,6 +72,10 @@ async def list_messages(request: web.Request) -> web.Response:
     return web.json_response(list(request.app[STATE].received))
 
 
+async def count_messages(request: web.Request) -> web.Response:
+    return web.json_response({"count": len(request.app[STATE].received)})
+
+
 async def clear_messages(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.received.clear()
@@ -118,6 +122,7 @@ def create_app(settings: GatewaySimSettings) -> web.Application:
     app.router.add_route("GET", "/sendSMS", send_sms)
     app.router.add_route("POST", "/sendSMS", send_sms)
     app.router.add_get("/messages", list_messages)
+    app.router.add_get("/messages/count", count_messages)
     app.router.add_delete("/messages", clear_messages)
     app.router.add_post("/faults", set_faults)
     app.router.add_post("/mo", post_mo)
