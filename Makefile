@@ -7,6 +7,8 @@ UV := python3 -m uv
 endif
 export TWOWAY_LOG_FORMAT ?= console
 export UV_PYTHON_DOWNLOADS ?= never
+# The api's bearer token under `make run` (a development token: set your own anywhere else)
+export TWOWAY_API_TOKEN ?= dev-token
 
 .PHONY: help setup run test lint bench clean
 
@@ -20,8 +22,11 @@ setup:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	@$(UV) sync --frozen --quiet
 
-run: setup
-	$(UV) run --frozen twoway-devstack run --procfile Procfile --data-dir .run
+run: setup  # with a Docker engine: compose.yaml (real RabbitMQ and MongoDB); without: the devstack
+	@echo "twoway: ingress http://127.0.0.1:8080  api http://127.0.0.1:8081 (openapi: /openapi.json)  gateway-sim http://127.0.0.1:8090"
+	@echo "twoway: api token: $$TWOWAY_API_TOKEN  (curl -H 'Authorization: Bearer $$TWOWAY_API_TOKEN' http://127.0.0.1:8081/event-sources)"
+	@if docker info >/dev/null 2>&1; then docker compose up --build; \
+	else $(UV) run --frozen twoway-devstack run --procfile Procfile --data-dir .run; fi
 
 test: setup
 	$(UV) run --frozen pytest

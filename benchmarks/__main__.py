@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = ["e2e"]
+BENCHMARKS = ["e2e", "routing", "optouts", "outbound_rate", "conversations", "broadcast"]
 """Module names under benchmarks/, each with a `main()` that prints its figures."""
 
 

@@ -8,96 +8,32 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from tests.support.broker import drain, queue_length
-from tests.support.servers import serving
-from twoway.sdk import AdapterSettings
+from tests.support.stack import Stack, running_stack
+from twoway.sdk import Adapter, AdapterSettings
 from twoway.topology import ROUTER_QUEUE, UNMATCHED_QUEUE
 from twoway_echo.adapter import adapter as echo_adapter
-from twoway_gateway_sim.settings import GatewaySimSettings
-from twoway_gateway_sim.simulator import create_app as create_gateway_sim
-from twoway_ingress.app import create_app as create_ingress
-from twoway_ingress.settings import IngressSettings
-from twoway_outbound.app import create_app as create_outbound
-from twoway_outbound.settings import OutboundSettings
-from twoway_router.app import create_app as create_router
-from twoway_router.settings import RouterSettings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.rabbit, pytest.mark.mongo]
 
 SENDER = "+15551234567"
 
 
-@dataclass(frozen=True)
-class Stack:
-    ingress: str
-    gateway: str
-    router: str
-    outbound: str
-    echo: str
-    http: aiohttp.ClientSession
-
-
-def gateways_file(directory: Path, gateway_url: str) -> Path:
-    path = directory / "gateways.yaml"
-    path.write_text(
-        "default_gateway: sim\n"
-        "gateways:\n"
-        "  - id: sim\n"
-        "    type: mobilefirst-http\n"
-        f"    url: {gateway_url}/sendSMS\n"
-        "    default_sender: '12345'\n"
-        "    timeout: 2\n"
-    )
-    return path
-
-
 @pytest.fixture
 async def stack(
     make_settings: Callable[..., Any], amqp: AbstractRobustConnection, tmp_path: Path
 ) -> AsyncIterator[Stack]:
-    async with AsyncExitStack() as running:
-        http = await running.enter_async_context(aiohttp.ClientSession())
-        gateway = await running.enter_async_context(
-            serving(create_gateway_sim(make_settings(GatewaySimSettings)))
-        )
-        gateways = gateways_file(tmp_path, gateway)
-        ingress = await running.enter_async_context(
-            serving(
-                create_ingress(
-                    make_settings(IngressSettings, max_body_bytes=2048, gateways_file=gateways)
-                )
-            )
-        )
-        outbound = await running.enter_async_context(
-            serving(create_outbound(make_settings(OutboundSettings, gateways_file=gateways)))
-        )
-        echo = await running.enter_async_context(
-            serving(echo_adapter.create_app(make_settings(AdapterSettings)))
-        )
-        router = await running.enter_async_context(
-            serving(create_router(make_settings(RouterSettings)))
-        )
-        yield Stack(ingress, gateway, router, outbound, echo, http)
+    def adapters(_gateway: str) -> list[tuple[Adapter, AdapterSettings]]:
+        return [(echo_adapter, make_settings(AdapterSettings))]
 
-
-async def received(stack: Stack, count: int, within: float = 5.0) -> list[dict[str, Any]]:
-    """The MT messages the gateway simulator received, once there are `count` of them."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        async with stack.http.get(f"{stack.gateway}/messages") as response:
-            messages: list[dict[str, Any]] = await response.json()
-        if len(messages) >= count or asyncio.get_running_loop().time() > deadline:
-            return messages
-        await asyncio.sleep(0.05)
+    async with running_stack(make_settings, tmp_path, adapters) as stack:
+        yield stack
 
 
 @pytest.mark.parametrize(
@@ -124,7 +60,7 @@ async def test_an_echo_sms_is_answered_through_the_gateway(
     assert body["status"] == "accepted"
     assert body["message_id"]
 
-    [reply] = await received(stack, 1)
+    [reply] = await stack.received(1)
     assert reply["to"] == SENDER
     assert reply["text"] == "hello world"
     assert reply["from"] == "12345"
@@ -141,7 +77,7 @@ async def test_an_unmatched_sms_is_parked_not_dropped(
     [parked] = await drain(amqp, UNMATCHED_QUEUE, expect=1)
     assert parked.message_id == message_id
     assert "NOBODY" in str(parked.headers["twoway-reason"])
-    assert await received(stack, 1, within=0.5) == []
+    assert await stack.received(1, within=0.5) == []
     async with stack.http.get(f"{stack.router}/metrics") as response:
         assert "twoway_router_unmatched_total" in await response.text()
 
@@ -215,11 +151,17 @@ async def test_bad_input_is_refused_with_a_json_error_and_nothing_is_published(
     await asyncio.sleep(0.2)
     assert await queue_length(amqp, ROUTER_QUEUE) == 0
     assert await queue_length(amqp, UNMATCHED_QUEUE) == 0
-    assert await received(stack, 1, within=0.2) == []
+    assert await stack.received(1, within=0.2) == []
 
 
 async def test_every_service_is_healthy_and_ready(stack: Stack) -> None:
-    for base in (stack.ingress, stack.router, stack.outbound, stack.echo, stack.gateway):
+    for base in (
+        stack.ingress,
+        stack.router,
+        stack.outbound,
+        stack.adapters["echo"],
+        stack.gateway,
+    ):
         for path in ("/healthz", "/readyz"):
             async with stack.http.get(base + path) as response:
                 assert response.status == 200, (base, path, await response.text())

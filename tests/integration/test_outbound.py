@@ -11,23 +11,35 @@ from typing import Any
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
+from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.support.broker import drain, queue_length
+from tests.support.outbound_replicas import (
+    outbound_processes,
+    publish_messages,
+    rate_figures,
+    timestamping_gateway,
+    wait_for_arrivals,
+    wait_ready,
+)
 from tests.support.servers import serving
 from twoway.broker import Publisher
 from twoway.messages import DeliveryEvent, OutboundSMS
+from twoway.storage import Document
 from twoway.topology import (
     EVENTS_EXCHANGE,
     OUTBOUND_EXCHANGE,
     OUTBOUND_QUEUE,
     dead_letter_queue,
     declare_exchanges,
+    outbound_key,
     retry_queue,
 )
+from twoway_devstack import ServerUrls
 from twoway_outbound.app import create_app
 from twoway_outbound.settings import OutboundSettings
 
-pytestmark = pytest.mark.rabbit
+pytestmark = [pytest.mark.rabbit, pytest.mark.mongo]
 
 
 class FakeGateway:
@@ -81,18 +93,29 @@ async def outbound(
         "    parameters: {account: demo}\n"
         "    secret_parameters: {password: FAKE_GATEWAY_PASSWORD}\n"
         "    timeout: 0.5\n"
+        "  - id: kfake\n"
+        "    type: kannel\n"
+        f"    url: {gateway[1]}/send\n"
+        "    account: twoway\n"
+        "    secret: FAKE_GATEWAY_PASSWORD\n"
+        "    multipart: udh\n"
+        "    max_segments: 3\n"
+        "    timeout: 0.5\n"
     )
     settings = make_settings(OutboundSettings, gateways_file=config, max_attempts=3)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FAKE_GATEWAY_PASSWORD", "s3cret")
-        app = create_app(settings)
     publisher = await Publisher.open(amqp, confirm_timeout=5)
     await declare_exchanges(publisher.channel)
     events = await publisher.channel.declare_queue(EVENTS_QUEUE, exclusive=True)
     await events.bind(EVENTS_EXCHANGE, routing_key="#")
-    async with serving(app):
+    async with serving(outbound_app(settings)):
         yield publisher
     await publisher.channel.close()
+
+
+def outbound_app(settings: OutboundSettings) -> web.Application:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FAKE_GATEWAY_PASSWORD", "s3cret")
+        return create_app(settings)
 
 
 EVENTS_QUEUE = "test.outbound.events"
@@ -104,7 +127,8 @@ async def events(amqp: AbstractRobustConnection, expect: int) -> list[DeliveryEv
 
 
 async def send(publisher: Publisher, **fields: Any) -> OutboundSMS:
-    message = OutboundSMS(to="+15551234567", text="Your balance is 12.00", **fields)
+    fields.setdefault("text", "Your balance is 12.00")
+    message = OutboundSMS(to="+15551234567", **fields)
     await publisher.publish(message, exchange=OUTBOUND_EXCHANGE, routing_key="outbound.fake")
     return message
 
@@ -250,3 +274,117 @@ def test_a_missing_gateway_secret_stops_the_service_at_start(
     monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
     with pytest.raises(KeyError, match="NOT_SET_ANYWHERE"):
         create_app(make_settings(OutboundSettings, gateways_file=config))
+
+
+async def test_a_text_over_the_gateways_segment_limit_fails_for_good(
+    outbound: Publisher, gateway: tuple[FakeGateway, str], amqp: AbstractRobustConnection
+) -> None:
+    message = await send(outbound, gateway_id="kfake", text="a" * (153 * 3 + 1))
+    [dead] = await drain(amqp, dead_letter_queue(OUTBOUND_QUEUE), expect=1)
+    assert "too long: 4 gsm7 segments, gateway kfake allows 3" in str(dead.headers["twoway-reason"])
+    [event] = await events(amqp, 1)
+    assert (event.status, event.outbound_id) == ("failed", message.message_id)
+    assert gateway[0].requests == []
+
+
+async def test_udh_parts_already_sent_are_not_sent_again(
+    outbound: Publisher, gateway: tuple[FakeGateway, str], amqp: AbstractRobustConnection
+) -> None:
+    fake, _ = gateway
+    fake.statuses = [202, 503]  # part 1 accepted, part 2 refused once
+    await send(outbound, gateway_id="kfake", text="a" * 200)
+    await wait_for(lambda: len(fake.requests) == 3, within=6)
+    assert [len(request["text"]) for request in fake.requests] == [153, 47, 47]
+    # the UDH's last octet is the part number (its reference octet may not be valid UTF-8)
+    assert [ord(request["udh"][-1]) for request in fake.requests] == [1, 2, 2]
+    [event] = await events(amqp, 1)
+    assert event.status == "sent"
+
+
+async def test_bulk_messages_have_their_own_queue(
+    outbound: Publisher, gateway: tuple[FakeGateway, str], amqp: AbstractRobustConnection
+) -> None:
+    message = OutboundSMS(to="+15551234567", text="news", priority="bulk")
+    await outbound.publish(
+        message, exchange=OUTBOUND_EXCHANGE, routing_key=outbound_key("fake", "bulk")
+    )
+    await wait_for(lambda: len(gateway[0].requests) == 1)
+    [event] = await events(amqp, 1)
+    assert (event.status, event.outbound_id) == ("sent", message.message_id)
+
+
+async def test_a_redelivered_message_that_was_sent_is_not_sent_again(
+    gateway: tuple[FakeGateway, str],
+    make_settings: Callable[..., Any],
+    amqp: AbstractRobustConnection,
+    tmp_path: Path,
+) -> None:
+    fake, url = gateway
+    config = tmp_path / "gateways.yaml"
+    config.write_text(
+        f"default_gateway: fake\ngateways:\n  - {{id: fake, type: mobilefirst-http, url: '{url}/send'}}\n"
+    )
+    settings = make_settings(OutboundSettings, gateways_file=config)
+    publisher = await Publisher.open(amqp, confirm_timeout=5)
+    await declare_exchanges(publisher.channel)
+    message = OutboundSMS(to="+15551234567", text="once")
+    async with serving(create_app(settings)):
+        await publisher.publish(message, exchange=OUTBOUND_EXCHANGE, routing_key="outbound.fake")
+        await wait_for(lambda: len(fake.requests) == 1)
+        await asyncio.sleep(0.2)  # the ack after the ledger write
+    # The same message again, delivered once without an ack: RabbitMQ flags it redelivered.
+    await publisher.publish(message, exchange=OUTBOUND_EXCHANGE, routing_key="outbound.fake")
+    channel = await amqp.channel()
+    queue = await channel.get_queue(OUTBOUND_QUEUE)
+    taken = await queue.get(no_ack=False, timeout=5)
+    assert taken.message_id == message.message_id
+    await channel.close()  # unacked: back to the queue, redelivered
+    log_queue = await publisher.channel.declare_queue("test.outbound.redelivery", exclusive=True)
+    await log_queue.bind(EVENTS_EXCHANGE, routing_key="#")
+    async with serving(create_app(settings)):  # a fresh process: nothing in memory
+        [sent] = await drain(amqp, "test.outbound.redelivery", expect=1)
+    event = DeliveryEvent.model_validate_json(sent.body)
+    assert (event.status, event.detail) == ("sent", "already sent; not sent again")
+    assert len(fake.requests) == 1
+    await publisher.channel.close()
+
+
+async def test_the_message_log_keeps_the_history(
+    outbound: Publisher,
+    gateway: tuple[FakeGateway, str],
+    mongo_db: AsyncDatabase[Document],
+) -> None:
+    gateway[0].statuses = [500]
+    message = await send(outbound)
+    history: list[str] = []
+    for _ in range(300):
+        document = await mongo_db["message_log"].find_one({"_id": message.message_id})
+        history = [entry["status"] for entry in (document or {}).get("history", [])]
+        if history:
+            break
+        await asyncio.sleep(0.02)
+    assert history == ["sent"]
+    assert document is not None
+    assert (document["status"], document["gateway_id"]) == ("sent", "fake")
+
+
+async def test_the_rate_limit_holds_across_two_outbound_processes(
+    servers: ServerUrls, database_name: str, amqp: AbstractRobustConnection, tmp_path: Path
+) -> None:
+    rate, count = 20, 90
+    environment = {
+        "TWOWAY_AMQP_URL": servers.amqp_url,
+        "TWOWAY_MONGO_URL": servers.mongo_url,
+        "TWOWAY_MONGO_DATABASE": database_name,
+    }
+    async with timestamping_gateway() as (gateway, url):
+        with outbound_processes(tmp_path, environment, url, rate, replicas=2) as ports:
+            await wait_ready(ports)
+            await publish_messages(amqp, count)
+            await wait_for_arrivals(gateway, count, within=30)
+    figures = rate_figures(gateway.arrivals)
+    assert figures.sends == count
+    assert len(figures.full_windows) >= 2
+    # never above the limit in any whole second, and on average within 10% of it
+    assert max(figures.full_windows) <= rate, figures
+    assert sum(figures.full_windows) / len(figures.full_windows) >= rate * 0.9, figures

@@ -9,6 +9,8 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from twoway.topology import (
+    MESSAGE_LOG_QUEUE,
+    OUTBOUND_BULK_QUEUE,
     OUTBOUND_QUEUE,
     ROUTER_QUEUE,
     UNMATCHED_QUEUE,
@@ -22,12 +24,19 @@ RETRY_DELAYS = (1, 5, 30, 120, 600)
 
 def topology_queues(adapters: Iterable[str] = ("echo",)) -> list[str]:
     """Every queue the services declare (outbound with its default retry delays)."""
-    work = [ROUTER_QUEUE, OUTBOUND_QUEUE, *(adapter_queue(name) for name in adapters)]
+    outbound = [OUTBOUND_QUEUE, OUTBOUND_BULK_QUEUE]
+    work = [ROUTER_QUEUE, *outbound, MESSAGE_LOG_QUEUE, *(adapter_queue(name) for name in adapters)]
     names = [UNMATCHED_QUEUE]
     for queue in work:
         names += [queue, dead_letter_queue(queue)]
-    names += [retry_queue(OUTBOUND_QUEUE, delay) for delay in RETRY_DELAYS]
+    names += [retry_queue(queue, delay) for queue in outbound for delay in RETRY_DELAYS]
     return names
+
+
+def adapter_queues(adapter: str, retry_delays: Iterable[int]) -> list[str]:
+    """An adapter's work queue, its dead-letter queue and its delay queues."""
+    queue = adapter_queue(adapter)
+    return [queue, dead_letter_queue(queue), *(retry_queue(queue, d) for d in retry_delays)]
 
 
 async def delete_queues(connection: AbstractRobustConnection, names: Iterable[str]) -> None:

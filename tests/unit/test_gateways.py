@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from twoway.gateways import OUTBOUND_DIALECTS
-from twoway.gateways.config import GatewayConfig, load_gateways
-from twoway.gateways.mobilefirst import GatewayRequest, build_request
+from twoway.gateways import DIALECTS
+from twoway.gateways.base import GatewayRequest
+from twoway.gateways.config import GatewayConfig, GatewaySecrets, load_gateways
+from twoway.gateways.encoding import segment
+from twoway.gateways.mobilefirst import build_requests
 from twoway.gateways.results import classify_status, parse_retry_after
 from twoway.messages import OutboundSMS
 
@@ -80,7 +82,7 @@ def test_shipped_configuration_loads() -> None:
     default = config.get(None)
     assert default is not None
     assert default.id == config.default_gateway
-    assert default.type in OUTBOUND_DIALECTS
+    assert default.type in DIALECTS
 
 
 @pytest.mark.parametrize(
@@ -183,14 +185,39 @@ def test_bad_configuration_rejected(tmp_path: Path, text: str, mentions: str) ->
 
 
 def test_secrets_from_environment() -> None:
-    config = gateway(secret_parameters={"password": "GW_PASSWORD", "key": "GW_KEY"})
-    environ = {"GW_PASSWORD": "s3cret", "GW_KEY": "k", "OTHER": "x"}
-    assert config.secrets(environ) == {"password": "s3cret", "key": "k"}
-    assert gateway().secrets({}) == {}
+    config = gateway(
+        secret_parameters={"password": "GW_PASSWORD", "key": "GW_KEY"},
+        secret="GW_TOKEN",
+        inbound={"token": "GW_INBOUND"},
+    )
+    environ = {"GW_PASSWORD": "s3cret", "GW_KEY": "k", "GW_TOKEN": "t", "GW_INBOUND": "i"}
+    assert config.secrets(environ) == GatewaySecrets(
+        parameters={"password": "s3cret", "key": "k"},
+        secret="t",
+        signature_secret="t",
+        inbound_token="i",
+    )
+    assert gateway().secrets({}) == GatewaySecrets(parameters={})
 
 
-def test_missing_secret_names_the_variable() -> None:
-    config = gateway(secret_parameters={"password": "GW_PASSWORD", "key": "GW_KEY"})
+def test_signature_secret_of_its_own() -> None:
+    config = gateway(secret="GW_TOKEN", signature_secret="GW_SIGNING")
+    secrets = config.secrets({"GW_TOKEN": "t", "GW_SIGNING": "s"})
+    assert (secrets.secret, secrets.signature_secret) == ("t", "s")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"secret_parameters": {"password": "GW_PASSWORD", "key": "GW_KEY"}},
+        {"secret": "GW_PASSWORD", "secret_parameters": {"key": "GW_KEY"}},
+        {"signature_secret": "GW_PASSWORD", "secret_parameters": {"key": "GW_KEY"}},
+        {"inbound": {"token": "GW_PASSWORD"}, "secret_parameters": {"key": "GW_KEY"}},
+    ],
+    ids=["parameter", "secret", "signature-secret", "inbound-token"],
+)
+def test_missing_secret_names_the_variable(fields: dict[str, Any]) -> None:
+    config = gateway(**fields)
     with pytest.raises(KeyError) as caught:
         config.secrets({"GW_KEY": "k"})
     assert "GW_PASSWORD" in str(caught.value)
@@ -206,7 +233,6 @@ class RequestCase:
     secrets: dict[str, str]
     params: dict[str, str]
     method: str = "GET"
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 REQUEST_CASES = (
@@ -269,9 +295,17 @@ REQUEST_CASES = (
 def test_build_request(case: RequestCase) -> None:
     config = gateway(**case.gateway)
     message = OutboundSMS(to="+14155552671", text="hi", **case.message)
-    request = build_request(config, message, case.secrets)
-    assert request == GatewayRequest(case.method, "http://127.0.0.1:8090/sendSMS", case.params)
-    assert OUTBOUND_DIALECTS[config.type](config, message, case.secrets) == request
+    secrets = GatewaySecrets(parameters=case.secrets)
+    url = "http://127.0.0.1:8090/sendSMS"
+    expected = (
+        GatewayRequest("GET", url, params=case.params)
+        if case.method == "GET"
+        else GatewayRequest("POST", url, form=case.params)
+    )
+    assert build_requests(config, message, segment("hi"), secrets) == [expected]
+    assert DIALECTS[config.type].build_requests(config, message, segment("hi"), secrets) == [
+        expected
+    ]
 
 
 CLASSIFY_CASES = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from twoway_outbound.sender import retry_delay
+from twoway.topology import retry_delay
 
 DELAYS = (1, 5, 30, 120, 600)
 

@@ -6,9 +6,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import re2
+from pydantic import ValidationError
 
+from twoway import routing
 from twoway.messages import HandlerRegistration, InboundSMS
-from twoway.routing import Filter, FilterError, RoutingTable
+from twoway.routing import (
+    REGEX_SET_SIZE,
+    Filter,
+    FilterError,
+    RoutingTable,
+)
+from twoway.sdk import Adapter, HandlerContext
 
 
 def sms(text: str = "hello", **overrides: Any) -> InboundSMS:
@@ -374,3 +383,169 @@ def test_keyword_index_agrees_with_the_filter(text: str) -> None:
 @pytest.mark.parametrize("text", ["yes ", " yes"], ids=["trailing-space", "leading-space"])
 def test_text_filter_equal_to_a_padded_text_matches(text: str) -> None:
     assert Filter.compile({"text": text}).matches(sms(text))
+
+
+INDEX_CASES = (
+    # Which index finds a handler must never change which handler wins.
+    OrderCase(
+        "regex-handlers-in-rank-order",
+        (
+            handler("late", {"text": {"regex": "pizza"}}, sequence=2),
+            handler("early", {"text": {"regex": "^a"}}, sequence=1),
+        ),
+        sms("a pizza"),
+        "early",
+    ),
+    OrderCase(
+        "regex-priority-beats-registration-order",
+        (
+            handler("first", {"text": {"regex": "^a"}}, sequence=1),
+            handler("urgent", {"text": {"regex": "pizza"}}, priority=5, sequence=2),
+        ),
+        sms("a pizza"),
+        "urgent",
+    ),
+    OrderCase(
+        "regex-hit-whose-other-key-fails-is-skipped",
+        (
+            handler("picky", {"text": {"regex": "^a"}, "recipient": "0"}, sequence=1),
+            handler("plain", {"text": {"regex": "pizza"}}, sequence=2),
+        ),
+        sms("a pizza"),
+        "plain",
+    ),
+    OrderCase(
+        "regex-on-a-parameter",
+        (handler("voda", {"smsc": {"regex": "^voda"}}),),
+        sms("x", params={"smsc": "vodafone"}),
+        "voda",
+    ),
+    OrderCase(
+        "regex-on-a-missing-parameter",
+        (handler("voda", {"smsc": {"regex": ""}}),),
+        sms("x"),
+        None,
+    ),
+    OrderCase(
+        "exact-sender-indexed",
+        (
+            handler("vip", {"sender": "+14155552671"}, sequence=1),
+            handler("other", {"sender": "+14155550000"}, sequence=2),
+        ),
+        sms("x"),
+        "vip",
+    ),
+    OrderCase(
+        "exact-text-indexed-case-insensitive",
+        (handler("hi", {"text": "Hello There"}),),
+        sms("HELLO there"),
+        "hi",
+    ),
+    OrderCase(
+        "exact-parameter-indexed-case-sensitive",
+        (handler("o2", {"smsc": "O2"}),),
+        sms("x", params={"smsc": "o2"}),
+        None,
+    ),
+    OrderCase(
+        "keyword-index-preferred-over-regex-on-the-same-handler",
+        (handler("both", {"text": {"regex": "^nope"}, "keyword": "sub"}),),
+        sms("sub"),
+        None,
+    ),
+    OrderCase(
+        "gateway-only-handler",
+        (handler("kannel", {}, gateway_id="kannel", sequence=1), handler("any", {}, sequence=2)),
+        sms("x", gateway_id="kannel"),
+        "kannel",
+    ),
+    OrderCase(
+        "catch-all-beats-lower-ranked-regex-and-keyword",
+        (
+            handler("keyword", {"keyword": "sub"}, sequence=3),
+            handler("regex", {"text": {"regex": "sub"}}, sequence=2),
+            handler("catch-all", {}, sequence=1),
+        ),
+        sms("sub"),
+        "catch-all",
+    ),
+)
+
+
+@pytest.mark.parametrize("case", INDEX_CASES, ids=[case.id for case in INDEX_CASES])
+def test_indexed_match_order(case: OrderCase) -> None:
+    found = RoutingTable(case.handlers).match(case.message)
+    assert (found.handler if found else None) == case.expected
+
+
+def numbered_regex_handlers(count: int) -> list[HandlerRegistration]:
+    return [
+        handler(f"r{index}", {"text": {"regex": f"^order {index}$"}}, sequence=index)
+        for index in range(count)
+    ]
+
+
+def test_regexes_beyond_one_set_are_all_found() -> None:
+    count = REGEX_SET_SIZE * 2 + 3
+    table = RoutingTable(numbered_regex_handlers(count))
+    for index in (0, REGEX_SET_SIZE - 1, REGEX_SET_SIZE, count - 1):
+        found = table.match(sms(f"order {index}"))
+        assert found is not None
+        assert found.handler == f"r{index}"
+    assert table.match(sms(f"order {count}")) is None
+
+
+def test_a_regex_set_too_big_for_its_memory_budget_still_finds_every_handler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RE2 matches nothing when a set's automaton does not fit its memory budget; the index
+    notices (its sentinel does not match) and splits the set down to patterns searched alone."""
+    starved = re2.Options()
+    starved.max_mem = 1 << 10
+    monkeypatch.setattr(routing, "REGEX_SET_OPTIONS", starved)
+    table = RoutingTable(numbered_regex_handlers(40))
+    for index in (0, 17, 39):
+        found = table.match(sms(f"order {index}"))
+        assert found is not None
+        assert found.handler == f"r{index}"
+
+
+def test_a_handler_is_found_by_name() -> None:
+    table = RoutingTable([handler("a", {"keyword": "x"}), handler("b", {})])
+    found = table.registration("test", "a")
+    assert found is not None
+    assert found.filter == {"keyword": "x"}
+    assert table.registration("test", "missing") is None
+    assert table.registration("other", "a") is None
+
+
+@pytest.mark.parametrize(
+    ("filter", "location"),
+    [
+        ({"keyword": 5}, ("filter", "keyword")),
+        ({"keyword": [5]}, ("filter", "keyword")),
+        ({"smsc": {"regex": 5}}, ("filter", "smsc")),
+    ],
+    ids=["number", "list-of-numbers", "regex-number"],
+)
+def test_a_registration_of_the_wrong_shape_names_the_field(
+    filter: dict[str, Any], location: tuple[str, str]
+) -> None:
+    """Values of the wrong JSON type are refused by the contract itself, naming the field."""
+    with pytest.raises(ValidationError) as caught:
+        HandlerRegistration(adapter="test", handler="h", filter=filter)
+    assert all(error["loc"][:2] == location for error in caught.value.errors())
+    assert f"filter.{location[1]}" in str(caught.value)
+
+
+def test_the_sdk_refuses_an_invalid_filter_where_the_handler_is_declared() -> None:
+    adapter = Adapter("test")
+
+    async def broken(context: HandlerContext) -> None:
+        del context
+
+    with pytest.raises(FilterError) as caught:
+        adapter.handler({"keyword": "ok", "text": {"regex": "(unclosed"}})(broken)
+    assert caught.value.field == "text"
+    assert "missing )" in str(caught.value)
+    assert adapter.registrations == []

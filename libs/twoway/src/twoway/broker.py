@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from twoway import metrics
 from twoway.messages import Envelope
-from twoway.topology import DEAD_LETTER_EXCHANGE, HEADER_REASON
+from twoway.topology import DEAD_LETTER_EXCHANGE, HEADER_ATTEMPT, HEADER_REASON, retry_queue
 
 log = structlog.get_logger(__name__)
 
@@ -149,16 +149,55 @@ class Publisher:
 
     async def dead_letter(self, incoming: AbstractIncomingMessage, queue: str, reason: str) -> None:
         """Copy `incoming` to `queue`'s dead-letter queue, with `reason` in its headers."""
-        await self.publish_body(
-            incoming.body,
+        await self.forward(
+            incoming,
             exchange=DEAD_LETTER_EXCHANGE,
             routing_key=queue,
             headers={**incoming.headers, HEADER_REASON: reason[:1000]},
+        )
+        metrics.DEAD_LETTERS.labels(queue=queue).inc()
+
+    async def retry_later(
+        self,
+        incoming: AbstractIncomingMessage,
+        queue: str,
+        delay_seconds: int,
+        attempt: int,
+        headers: Headers | None = None,
+    ) -> None:
+        """Park a copy of `incoming` in `queue`'s delay queue; after `delay_seconds` the broker
+        puts it back into `queue`, marked as attempt number `attempt` (see `attempt_of`), with
+        `headers` added."""
+        await self.forward(
+            incoming,
+            exchange="",
+            routing_key=retry_queue(queue, delay_seconds),
+            headers={**incoming.headers, **(headers or {}), HEADER_ATTEMPT: attempt},
+        )
+
+    async def forward(
+        self,
+        incoming: AbstractIncomingMessage,
+        *,
+        exchange: str,
+        routing_key: str,
+        headers: Headers | None = None,
+    ) -> None:
+        """Publish a consumed message on, unchanged, with its ids and the given headers."""
+        await self.publish_body(
+            incoming.body,
+            exchange=exchange,
+            routing_key=routing_key,
+            headers=headers,
             message_id=incoming.message_id,
             correlation_id=incoming.correlation_id,
             message_type=incoming.type,
         )
-        metrics.DEAD_LETTERS.labels(queue=queue).inc()
+
+
+def attempt_of(incoming: AbstractIncomingMessage) -> int:
+    """Which attempt at handling `incoming` this is: 1 unless `retry_later` marked it."""
+    return int(str(incoming.headers.get(HEADER_ATTEMPT, 1)))
 
 
 M = TypeVar("M", bound=Envelope)

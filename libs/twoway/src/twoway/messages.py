@@ -11,10 +11,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    TypeAdapter,
+    model_validator,
+)
 from ulid import ULID
-
-SCHEMA_VERSION = 1
 
 
 def new_message_id() -> str:
@@ -102,6 +108,25 @@ class OutboundSMS(Envelope):
     priority: Literal["reply", "bulk"] = "reply"
     not_after: AwareDatetime | None = Field(default=None, description="Do not send after this")
 
+    def event(
+        self,
+        status: DeliveryStatus,
+        gateway_id: str | None,
+        detail: str = "",
+        gateway_message_id: str | None = None,
+    ) -> DeliveryEvent:
+        """What happened to this SMS, as a `DeliveryEvent` carrying its id, adapter and trace."""
+        return DeliveryEvent(
+            correlation_id=self.correlation_id,
+            trace=self.trace,
+            outbound_id=self.message_id,
+            status=status,
+            gateway_id=gateway_id,
+            gateway_message_id=gateway_message_id,
+            adapter=self.adapter,
+            detail=detail,
+        )
+
 
 DeliveryStatus = Literal["accepted", "sent", "delivered", "failed", "expired"]
 
@@ -126,8 +151,65 @@ class HandlersChanged(Envelope):
     adapter: str
 
 
+class OptOutChanged(Envelope):
+    """Control message: `phone` opted out or back in; outbound replicas re-read its opt-outs."""
+
+    type: Literal["optout_changed"] = "optout_changed"
+    phone: str = Field(min_length=1)
+
+
+EVENT_SOURCE_PATTERN = r"^[A-Za-z0-9_.-]+\.[A-Za-z0-9_-]+$"
+"""`Adapter.Source`, as MobileFirst names event sources (the adapter is before the last dot)."""
+
+
+class Subscription(BaseModel):
+    """A phone number subscribed to an event source (MobileFirst `subscribeSMS`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_source: str = Field(pattern=EVENT_SOURCE_PATTERN)
+    phone: str = Field(min_length=2, description="E.164")
+    gateway_id: str | None = Field(default=None, description="None: the routing default")
+    user_id: str | None = None
+    alias: str | None = None
+    options: dict[str, JsonValue] = Field(default_factory=dict)
+    created_at: AwareDatetime = Field(default_factory=utc_now)
+
+
+class EventSource(BaseModel):
+    """An event source an adapter declared (MobileFirst `createEventSource`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=EVENT_SOURCE_PATTERN, description="Adapter.Source")
+    adapter: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+
+
+class SubscriptionChanged(Envelope):
+    """Event: a number joined or left an event source; its adapter's callbacks run on it."""
+
+    type: Literal["subscription_changed"] = "subscription_changed"
+    change: Literal["subscribed", "unsubscribed"]
+    subscription: Subscription
+
+
+class StartBroadcast(Envelope):
+    """Command to the broadcaster: fan broadcast `broadcast_id` out (or finish it)."""
+
+    type: Literal["start_broadcast"] = "start_broadcast"
+    broadcast_id: str = Field(min_length=1)
+
+
 AnyMessage = Annotated[
-    InboundSMS | OutboundSMS | DeliveryEvent | HandlersChanged, Field(discriminator="type")
+    InboundSMS
+    | OutboundSMS
+    | DeliveryEvent
+    | HandlersChanged
+    | OptOutChanged
+    | SubscriptionChanged
+    | StartBroadcast,
+    Field(discriminator="type"),
 ]
 ANY_MESSAGE: TypeAdapter[AnyMessage] = TypeAdapter(AnyMessage)
 
@@ -147,3 +229,6 @@ class HandlerRegistration(BaseModel):
     priority: int = 0
     gateway_id: str | None = Field(default=None, description="Only SMS from this gateway")
     sequence: int = Field(default=0, description="Registration order, set by the registry")
+    ordered: bool = Field(
+        default=False, description="Deliver each sender's SMS one at a time, in arrival order"
+    )

@@ -20,8 +20,28 @@ INBOUND_RECEIVED = Counter(
 INBOUND_REFUSED = Counter(
     "twoway_inbound_refused_total", "Inbound posts refused by ingress", ["status"]
 )
+DELIVERY_REPORTS = Counter(
+    "twoway_delivery_reports_total",
+    "Delivery reports ingress accepted from gateways, by status",
+    ["gateway", "status"],
+)
 ROUTED = Counter("twoway_router_routed_total", "Inbound SMS dispatched to a handler", ["adapter"])
 UNMATCHED = Counter("twoway_router_unmatched_total", "Inbound SMS that no handler matched")
+UNMATCHED_FALLBACKS = Counter(
+    "twoway_router_unmatched_fallback_total",
+    "Fallbacks applied to unmatched SMS (none: parked)",
+    ["action"],
+)
+DUPLICATES = Counter(
+    "twoway_router_duplicates_total",
+    "Inbound SMS dropped as a gateway's repeated post",
+    ["gateway"],
+)
+COMPLIANCE = Counter(
+    "twoway_router_compliance_total",
+    "Opt-out, opt-in and help keywords the router answered itself",
+    ["action"],
+)
 ROUTING_SECONDS = Histogram(
     "twoway_router_match_seconds",
     "Time to match one inbound SMS against the handler table",
@@ -32,3 +52,25 @@ OUTBOUND_SENT = Counter(
 )
 OUTBOUND_RETRIES = Counter("twoway_outbound_retries_total", "Outbound retries", ["gateway"])
 HANDLED = Counter("twoway_adapter_handled_total", "Messages handled by adapters", ["adapter"])
+HANDLER_RETRIES = Counter(
+    "twoway_adapter_retries_total", "Failed handler runs scheduled for a retry", ["adapter"]
+)
+HANDLER_GAVE_UP = Counter(
+    "twoway_adapter_gave_up_total", "Messages dead-lettered after their handler failed", ["adapter"]
+)
+BACKEND_CALLS = Counter(
+    "twoway_backend_calls_total",
+    "Back-end HTTP attempts by outcome (2xx..5xx, timeout, unreachable)",
+    ["outcome"],
+)
+BACKEND_RETRIES = Counter("twoway_backend_retries_total", "Back-end HTTP calls sent again")
+CONVERSATION_ANSWERS = Counter(
+    "twoway_router_conversation_answers_total",
+    "Inbound SMS routed as the answer to an open conversation",
+    ["adapter"],
+)
+CONVERSATION_LOOKUP_SECONDS = Histogram(
+    "twoway_router_conversation_lookup_seconds",
+    "Time to look up whether an inbound SMS answers an open conversation",
+    buckets=(1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2),
+)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from twoway.messages import HandlerRegistration
 from twoway.routing import validate_registration
@@ -19,6 +20,7 @@ from twoway.storage import Document
 
 HANDLERS = "handlers"
 COUNTERS = "counters"
+SEQUENCE_ATTEMPTS = 5
 
 
 class HandlerRegistry:
@@ -32,15 +34,22 @@ class HandlerRegistry:
         )
 
     async def _next_sequence(self) -> int:
-        counter = await self._counters.find_one_and_update(
-            {"_id": "handler_sequence"},
-            {"$inc": {"value": 1}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
-        assert counter is not None
-        value: int = counter["value"]
-        return value
+        # Replicas starting together race to create the counter: the loser of the upsert gets
+        # a duplicate key error (MongoDB) or no document (SecantusDB); its next try increments.
+        for _ in range(SEQUENCE_ATTEMPTS):
+            try:
+                counter = await self._counters.find_one_and_update(
+                    {"_id": "handler_sequence"},
+                    {"$inc": {"value": 1}},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError:
+                continue
+            if counter is not None:
+                value: int = counter["value"]
+                return value
+        raise RuntimeError("could not allocate a handler sequence number")
 
     async def replace_adapter_handlers(
         self, adapter: str, registrations: Sequence[HandlerRegistration]

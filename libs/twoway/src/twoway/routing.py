@@ -13,7 +13,6 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import re2
 
@@ -34,10 +33,6 @@ class FilterError(ValueError):
 def fold(value: str) -> str:
     """The form in which case-insensitive fields compare: stripped and case-folded."""
     return value.strip().casefold()
-
-
-class Matcher(Protocol):
-    def matches(self, value: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -65,6 +60,9 @@ class Regex:
 
     def matches(self, value: str) -> bool:
         return self.compiled.search(value) is not None
+
+
+Matcher = Exact | AnyOf | Regex
 
 
 def compile_matcher(field_name: str, spec: object) -> Matcher:
@@ -116,15 +114,6 @@ class Filter:
                 return False
         return True
 
-    def keywords(self) -> frozenset[str] | None:
-        """The (folded) keywords this filter requires, or None if it takes any keyword."""
-        for name, matcher in self.matchers:
-            if name == "keyword" and isinstance(matcher, Exact):
-                return frozenset({matcher.value})
-            if name == "keyword" and isinstance(matcher, AnyOf):
-                return matcher.values
-        return None
-
 
 def validate_registration(registration: HandlerRegistration) -> Filter:
     """The compiled filter of `registration`; raises `FilterError` if it is invalid."""
@@ -138,12 +127,84 @@ class Route:
     filter: Filter = field(compare=False)
 
 
-class RoutingTable:
-    """Registered handlers in match order, with an index by keyword.
+def index_matcher(compiled: Filter) -> tuple[str, Matcher] | None:
+    """The matcher a route is indexed by: the most selective one that an index can look up.
 
-    Handlers whose filter names exact keywords are found through the index; the others (regex or
-    no keyword) are always candidates. Both candidate lists are kept in rank order and merged
-    lazily, so a match costs a dictionary look-up plus the few handlers that could apply.
+    An exact keyword first, then an exact value of another field, then a regex, then the gateway
+    (many handlers share one); None for a catch-all, which is a candidate for every SMS.
+    """
+
+    def preference(item: tuple[str, Matcher]) -> int:
+        name, matcher = item
+        if isinstance(matcher, Regex):
+            return 2
+        if name == "gateway_id":
+            return 3
+        return 0 if name == "keyword" else 1
+
+    return min(compiled.matchers, key=preference, default=None)
+
+
+REGEX_SET_SIZE = 256
+"""Patterns per RE2 set: small enough that a set always compiles within RE2's memory budget."""
+
+REGEX_SET_OPTIONS = re2.Options()
+REGEX_SET_OPTIONS.max_mem = 64 << 20
+
+
+class RegexIndex:
+    """The regex matchers of one field, searched in a single pass per RE2 set.
+
+    Each set starts with a sentinel pattern that matches the empty string: if RE2 could not build
+    a set's automaton within its memory budget, the set would silently match nothing, so a set
+    whose sentinel does not match is split in two until its parts work. A single pattern that
+    still fails (never seen in practice) is searched on its own.
+    """
+
+    def __init__(self, routes: list[tuple[Route, Regex]]) -> None:
+        self._sets: list[tuple[re2.Set, list[Route]]] = []
+        self._single: list[tuple[Route, Regex]] = []
+        for start in range(0, len(routes), REGEX_SET_SIZE):
+            self._add(routes[start : start + REGEX_SET_SIZE])
+
+    def _add(self, routes: list[tuple[Route, Regex]]) -> None:
+        regex_set = re2.Set.SearchSet(REGEX_SET_OPTIONS)
+        regex_set.Add(r"\A\z")
+        try:
+            for _, regex in routes:
+                regex_set.Add(regex.pattern)
+            regex_set.Compile()
+            working = regex_set.Match("") is not None
+        except re2.error:
+            working = False
+        if working:
+            self._sets.append((regex_set, [route for route, _ in routes]))
+        elif len(routes) > 1:
+            half = len(routes) // 2
+            self._add(routes[:half])
+            self._add(routes[half:])
+        else:
+            self._single.extend(routes)
+
+    def candidates(self, value: str) -> list[Route]:
+        """The routes whose indexed regex finds a match in `value`, in rank order."""
+        found: list[Route] = []
+        for regex_set, routes in self._sets:
+            hits = regex_set.Match(value)
+            if hits is not None:
+                found.extend(routes[hit - 1] for hit in hits if hit)
+        found.extend(route for route, regex in self._single if regex.matches(value))
+        found.sort()
+        return found
+
+
+class RoutingTable:
+    """Registered handlers in match order, indexed so that a match never scans every handler.
+
+    Each handler is indexed by one of its matchers (`index_matcher`): an exact value is found by a
+    dictionary look-up of the SMS's field, regexes of one field are searched together with RE2
+    sets, and only catch-alls are candidates for every SMS. The candidate lists are each in rank
+    order and merged lazily; the first candidate whose whole filter matches wins.
     """
 
     def __init__(self, registrations: Iterable[HandlerRegistration]) -> None:
@@ -151,23 +212,54 @@ class RoutingTable:
             Route((-item.priority, item.sequence), item, validate_registration(item))
             for item in registrations
         )
-        self._by_keyword: dict[str, list[Route]] = {}
+        self._exact: dict[str, dict[str, list[Route]]] = {}
+        regexes: dict[str, list[tuple[Route, Regex]]] = {}
         self._unindexed: list[Route] = []
+        self._by_name: dict[tuple[str, str], HandlerRegistration] = {}
         for route in routes:
-            keywords = route.filter.keywords()
-            if keywords is None:
+            registration = route.registration
+            self._by_name[(registration.adapter, registration.handler)] = registration
+            indexed = index_matcher(route.filter)
+            if indexed is None:
                 self._unindexed.append(route)
-            else:
-                for keyword in keywords:
-                    self._by_keyword.setdefault(keyword, []).append(route)
+                continue
+            name, matcher = indexed
+            if isinstance(matcher, Regex):
+                regexes.setdefault(name, []).append((route, matcher))
+                continue
+            values = matcher.values if isinstance(matcher, AnyOf) else {matcher.value}
+            index = self._exact.setdefault(name, {})
+            for value in values:
+                index.setdefault(value, []).append(route)
+        self._regex = {name: RegexIndex(items) for name, items in regexes.items()}
         self._size = len(routes)
 
     def __len__(self) -> int:
         return self._size
 
+    def registration(self, adapter: str, handler: str) -> HandlerRegistration | None:
+        """The registered handler `handler` of `adapter`, if there is one."""
+        return self._by_name.get((adapter, handler))
+
+    def _candidate_lists(self, message: InboundSMS) -> list[list[Route]]:
+        lists = [self._unindexed] if self._unindexed else []
+        for name, index in self._exact.items():
+            value = field_value(message, name)
+            if value is not None:
+                found = index.get(fold(value) if name in CASE_INSENSITIVE_FIELDS else value)
+                if found:
+                    lists.append(found)
+        for name, regex_index in self._regex.items():
+            value = field_value(message, name)
+            if value is not None:
+                found = regex_index.candidates(value)
+                if found:
+                    lists.append(found)
+        return lists
+
     def match(self, message: InboundSMS) -> HandlerRegistration | None:
-        keyed = self._by_keyword.get(fold(message.keyword), [])
-        candidates = heapq.merge(keyed, self._unindexed) if self._unindexed else iter(keyed)
+        lists = self._candidate_lists(message)
+        candidates = lists[0] if len(lists) == 1 else heapq.merge(*lists)
         for route in candidates:
             if route.filter.matches(message):
                 return route.registration

@@ -13,25 +13,55 @@ At start-up the adapter registers its handlers in the handler registry (MongoDB)
 router through `sms.control`; then it consumes its own queue, `adapter.<name>`, and calls the
 handler the router chose. A handler's replies are confirmed by the broker before the inbound SMS is
 acked, so a crash in between redelivers the SMS rather than losing the reply.
+
+Handlers call back-ends with `context.http` (`twoway.sdk_http`), hold conversations with
+`context.ask` and `@adapter.step` (`twoway.conversations`), and run under the failure policy of
+`twoway.handler_policy`: retried later, then one polite reply and a dead letter
+(docs/backend-adapter.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
+import aiohttp
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
-from pydantic import Field
+from pydantic import Field, JsonValue
 
 from twoway import metrics
+from twoway.broadcasts import Broadcast
 from twoway.broker import Consumer, Publisher, PublishFailed, Reject
+from twoway.conversations import (
+    AdapterConversations,
+    Conversation,
+    ConversationSettings,
+    ConversationStore,
+    answered_conversation,
+)
+from twoway.handler_policy import FailurePolicy, HandlerPolicySettings
 from twoway.logs import configure_logging
-from twoway.messages import HandlerRegistration, HandlersChanged, InboundSMS, OutboundSMS
+from twoway.messages import (
+    HandlerRegistration,
+    HandlersChanged,
+    InboundSMS,
+    OutboundSMS,
+    Subscription,
+)
+from twoway.ordering import KeyedSequencer
 from twoway.phone import normalise_phone
 from twoway.registry import HandlerRegistry
 from twoway.routing import validate_registration
+from twoway.sdk_http import HTTP_SESSION, BackendClient, BackendClientSettings, http_session_context
+from twoway.sdk_subscriptions import (
+    ADAPTER_CONTEXT,
+    AdapterContext,
+    DeclaredEventSource,
+    subscription_contexts,
+)
 from twoway.service import (
     MONGO_DB,
     PUBLISHER,
@@ -56,8 +86,11 @@ from twoway.topology import (
 log = structlog.get_logger(__name__)
 
 
-class AdapterSettings(WorkerSettings):
-    """Settings of an adapter process (`TWOWAY_` environment variables)."""
+class AdapterSettings(
+    HandlerPolicySettings, BackendClientSettings, ConversationSettings, WorkerSettings
+):
+    """Settings of an adapter process (`TWOWAY_` environment variables); the failure policy's,
+    the back-end client's and conversations' own fields are documented in their modules."""
 
     port: int = Field(default=9110, ge=0, le=65535)
 
@@ -66,13 +99,104 @@ class HandlerContext:
     """What a handler gets: the inbound SMS, and ways to answer it."""
 
     def __init__(
-        self, adapter: str, message: InboundSMS, publisher: Publisher, settings: AdapterSettings
+        self,
+        adapter: str,
+        message: InboundSMS,
+        publisher: Publisher,
+        settings: AdapterSettings,
+        *,
+        http: aiohttp.ClientSession | None = None,
+        conversations: AdapterConversations | None = None,
+        conversation: Conversation | None = None,
+        services: AdapterContext | None = None,
     ) -> None:
         self.adapter = adapter
         self.message = message
         self._publisher = publisher
         self._settings = settings
+        self._services = services
+        self._http = http
+        self._conversations = conversations
+        self.conversation = conversation
+        """The conversation this SMS answers (see `ask`), else None."""
         self.log = log.bind(adapter=adapter)
+
+    @cached_property
+    def http(self) -> BackendClient:
+        """The adapter's HTTP client for back-end calls (see `twoway.sdk_http`)."""
+        if self._http is None:
+            raise RuntimeError("no HTTP session: run the adapter through Adapter.create_app")
+        return BackendClient(self._http, self._settings, self.message)
+
+    async def ask(
+        self,
+        question: str,
+        *,
+        next: str,
+        state: Mapping[str, JsonValue] | None = None,
+        ttl: float | None = None,
+    ) -> OutboundSMS:
+        """Reply with `question`; the sender's next SMS, whatever it says, goes to this adapter's
+        handler `next` (usually a `step`), with `state` in `context.conversation.state`.
+        Unanswered, the question expires after `ttl` seconds (default `conversation_ttl`)."""
+        if self._conversations is None:
+            raise RuntimeError("no conversation store: run the adapter through Adapter.create_app")
+        outbound = self.message.reply(question, adapter=self.adapter)
+        await self._conversations.ask(
+            self.message,
+            question_id=outbound.message_id,
+            next_handler=next,
+            state=state,
+            ttl=ttl,
+            answering=self.conversation,
+        )
+        await self._publish(outbound)
+        return outbound
+
+    @property
+    def services(self) -> AdapterContext:
+        """What the adapter can do beyond this SMS (`twoway.sdk_subscriptions.AdapterContext`)."""
+        if self._services is None:
+            raise RuntimeError("no adapter context: run the adapter through Adapter.create_app")
+        return self._services
+
+    async def subscribe(
+        self,
+        event_source: str,
+        phone: str | None = None,
+        *,
+        user_id: str | None = None,
+        alias: str | None = None,
+        options: dict[str, JsonValue] | None = None,
+    ) -> tuple[Subscription, bool]:
+        """Subscribe `phone` (default: the sender) to `event_source`, to be notified through
+        the gateway this SMS came from; returns the subscription and whether it is new."""
+        return await self.services.subscribe(
+            event_source,
+            phone or self.message.sender,
+            gateway_id=self.message.gateway_id,
+            user_id=user_id,
+            alias=alias,
+            options=options,
+        )
+
+    async def unsubscribe(self, event_source: str, phone: str | None = None) -> bool:
+        """Unsubscribe `phone` (default: the sender); whether it was subscribed."""
+        return await self.services.unsubscribe(event_source, phone or self.message.sender)
+
+    async def get_subscription(
+        self, event_source: str, phone: str | None = None
+    ) -> Subscription | None:
+        """`phone`'s (default: the sender's) subscription to `event_source`, or None."""
+        return await self.services.get_subscription(event_source, phone or self.message.sender)
+
+    async def notify(self, event_source: str, text: str) -> Broadcast:
+        """Send `text` to every subscriber of `event_source` (see `AdapterContext.notify`)."""
+        return await self.services.notify(
+            event_source,
+            text,
+            correlation_id=self.message.correlation_id or self.message.message_id,
+        )
 
     @property
     def words(self) -> list[str]:
@@ -103,7 +227,9 @@ class HandlerContext:
 
     async def _publish(self, outbound: OutboundSMS) -> None:
         await self._publisher.publish(
-            outbound, exchange=OUTBOUND_EXCHANGE, routing_key=outbound_key(outbound.gateway_id)
+            outbound,
+            exchange=OUTBOUND_EXCHANGE,
+            routing_key=outbound_key(outbound.gateway_id, outbound.priority),
         )
 
 
@@ -112,8 +238,10 @@ Handler = Callable[[HandlerContext], Awaitable[None]]
 
 @dataclass(frozen=True)
 class RegisteredHandler:
-    registration: HandlerRegistration
     function: Handler
+    registration: HandlerRegistration | None
+    """None for a conversation `step`: it receives answers, never SMS by filter."""
+    timeout: float | None = None
 
 
 class Adapter:
@@ -122,6 +250,24 @@ class Adapter:
     def __init__(self, name: str) -> None:
         self.name = name
         self._handlers: dict[str, RegisteredHandler] = {}
+        self._event_sources: dict[str, DeclaredEventSource] = {}
+        self._context: AdapterContext | None = None
+
+    def event_source(self, name: str, *, description: str = "") -> DeclaredEventSource:
+        """Declare the event source `<adapter>.<name>` (MobileFirst `createEventSource`); its
+        `on_subscribe` / `on_unsubscribe` decorators register callbacks."""
+        declared = DeclaredEventSource(self.name, name, description)
+        if declared.name in self._event_sources:
+            raise ValueError(f"adapter {self.name!r} already has an event source {name!r}")
+        self._event_sources[declared.name] = declared
+        return declared
+
+    @property
+    def context(self) -> AdapterContext:
+        """Subscriptions, notifications and sends outside any one SMS, while the adapter runs."""
+        if self._context is None:
+            raise RuntimeError(f"adapter {self.name!r} is not running")
+        return self._context
 
     def handler(
         self,
@@ -130,10 +276,15 @@ class Adapter:
         name: str | None = None,
         priority: int = 0,
         gateway_id: str | None = None,
+        timeout: float | None = None,
+        ordered: bool = False,
     ) -> Callable[[Handler], Handler]:
         """Register the decorated function for SMS that match `filter` (empty: every SMS).
 
         An invalid filter raises `FilterError` here, at import time, naming the field.
+        `timeout` (seconds) overrides the `handler_timeout` setting for this handler.
+        `ordered`: one sender's SMS are handled one at a time, in the order they arrived (in
+        each replica of the adapter; see the README's "Ordering").
         """
 
         def register(function: Handler) -> Handler:
@@ -143,33 +294,40 @@ class Adapter:
                 filter=dict(filter or {}),
                 priority=priority,
                 gateway_id=gateway_id,
+                ordered=ordered,
             )
             validate_registration(registration)
-            if registration.handler in self._handlers:
-                raise ValueError(
-                    f"adapter {self.name!r} already has a handler {registration.handler!r}"
-                )
-            self._handlers[registration.handler] = RegisteredHandler(registration, function)
+            self._add(registration.handler, RegisteredHandler(function, registration, timeout))
             return function
 
         return register
 
+    def step(
+        self, *, name: str | None = None, timeout: float | None = None
+    ) -> Callable[[Handler], Handler]:
+        """Register the decorated function as a conversation step: it takes no SMS by filter,
+        only answers to `context.ask(..., next=<its name>)`."""
+
+        def register(function: Handler) -> Handler:
+            self._add(name or function.__name__, RegisteredHandler(function, None, timeout))
+            return function
+
+        return register
+
+    def _add(self, name: str, handler: RegisteredHandler) -> None:
+        if name in self._handlers:
+            raise ValueError(f"adapter {self.name!r} already has a handler {name!r}")
+        self._handlers[name] = handler
+
     @property
     def registrations(self) -> Sequence[HandlerRegistration]:
-        return [handler.registration for handler in self._handlers.values()]
+        return [h.registration for h in self._handlers.values() if h.registration is not None]
 
-    async def dispatch(
-        self,
-        message: InboundSMS,
-        handler_name: str,
-        publisher: Publisher,
-        settings: AdapterSettings,
-    ) -> None:
-        """Run the handler called `handler_name` on `message`."""
+    async def dispatch(self, context: HandlerContext, handler_name: str) -> None:
+        """Run the handler called `handler_name` on `context.message`."""
         registered = self._handlers.get(handler_name)
         if registered is None:
             raise Reject(f"adapter {self.name!r} has no handler {handler_name!r}")
-        context = HandlerContext(self.name, message, publisher, settings)
         with structlog.contextvars.bound_contextvars(adapter=self.name, handler=handler_name):
             await registered.function(context)
             log.info("sms_handled")
@@ -194,8 +352,18 @@ class Adapter:
         app = create_base_app()
         app.cleanup_ctx.append(amqp_context(settings, f"adapter-{self.name}"))
         app.cleanup_ctx.append(mongo_context(settings, f"adapter-{self.name}"))
+        app.cleanup_ctx.append(http_session_context(settings, f"adapter-{self.name}"))
+        app.cleanup_ctx.extend(subscription_contexts(self.name, self._event_sources, settings))
+
+        async def expose_context(app: web.Application) -> AsyncIterator[None]:
+            self._context = app[ADAPTER_CONTEXT]
+            yield
+            self._context = None
+
+        app.cleanup_ctx.append(expose_context)
 
         async def registration(app: web.Application) -> AsyncIterator[None]:
+            await ConversationStore(app[MONGO_DB]).ensure_indexes()
             await self.register_handlers(HandlerRegistry(app[MONGO_DB]), app[PUBLISHER])
             yield
 
@@ -206,12 +374,55 @@ class Adapter:
                 adapter_queue(self.name),
                 exchange=ADAPTERS_EXCHANGE,
                 binding_keys=[self.name],
+                retry_delays=sorted(set(settings.handler_retry_delays)),
             )
             publisher = app[PUBLISHER]
+            policy = FailurePolicy(self.name, queue.name, settings, publisher)
+            conversations = AdapterConversations(
+                ConversationStore(app[MONGO_DB]), self.name, self._handlers, settings
+            )
+            senders = KeyedSequencer()  # ordered handlers: one sender's SMS one at a time
 
             async def handle(message: InboundSMS, incoming: AbstractIncomingMessage) -> None:
                 handler_name = str(incoming.headers.get(HEADER_HANDLER, ""))
-                await self.dispatch(message, handler_name, publisher, settings)
+                answered = answered_conversation(message, incoming.headers)
+
+                def context(conversation: Conversation | None = None) -> HandlerContext:
+                    return HandlerContext(
+                        self.name,
+                        message,
+                        publisher,
+                        settings,
+                        http=app[HTTP_SESSION],
+                        conversations=conversations,
+                        conversation=conversation,
+                        services=app[ADAPTER_CONTEXT],
+                    )
+
+                async def run() -> None:
+                    conversation = await conversations.load(answered) if answered else None
+                    if answered and conversation is None:
+                        raise Reject("the conversation this SMS answers is no longer open")
+                    await self.dispatch(context(conversation), handler_name)
+                    if answered:
+                        await conversations.close(answered)
+
+                async def give_up(_reason: str) -> None:
+                    if answered:
+                        await conversations.close(answered)
+                    if settings.failure_reply:
+                        await context().reply(settings.failure_reply)
+
+                registered = self._handlers.get(handler_name)
+                registration = registered.registration if registered else None
+                ordered = registration is not None and registration.ordered
+                async with senders.hold(message.sender if ordered else None):
+                    await policy.run(
+                        incoming,
+                        run,
+                        handler_timeout=registered.timeout if registered else None,
+                        give_up=give_up,
+                    )
 
             return Consumer(queue, InboundSMS, handle, publisher)
 

@@ -96,7 +96,12 @@ def amqp_context(settings: TwowaySettings, service: str) -> CleanupContext:
     return context
 
 
-def mongo_context(settings: TwowaySettings, service: str) -> CleanupContext:
+def mongo_context(
+    settings: TwowaySettings, service: str, *, ready_check: bool = True
+) -> CleanupContext:
+    """Opens the MongoDB client. `ready_check=False`: the service stays ready without the
+    database (ingress, whose /receiveSMS never touches it)."""
+
     async def context(app: web.Application) -> AsyncIterator[None]:
         client = mongo_client(settings, service)
         app[MONGO_CLIENT] = client
@@ -105,7 +110,8 @@ def mongo_context(settings: TwowaySettings, service: str) -> CleanupContext:
         async def database_ready() -> bool:
             return await ping(client)
 
-        app[READY_CHECKS]["database"] = database_ready
+        if ready_check:
+            app[READY_CHECKS]["database"] = database_ready
         yield
         await client.close()
 

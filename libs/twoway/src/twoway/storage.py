@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -32,3 +33,10 @@ async def ping(client: AsyncMongoClient[Document]) -> bool:
     except Exception:
         return False
     return True
+
+
+def stored_now() -> datetime:
+    """The current UTC time at the millisecond precision MongoDB keeps, so that what a write
+    returns equals what a later read gives."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond - now.microsecond % 1000)

@@ -10,6 +10,7 @@ message back into its work queue: the one retry mechanism, so waiting messages s
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,10 +23,23 @@ OUTBOUND_EXCHANGE = "sms.outbound"
 EVENTS_EXCHANGE = "sms.events"
 CONTROL_EXCHANGE = "sms.control"
 DEAD_LETTER_EXCHANGE = "sms.dead"
+SUBSCRIPTIONS_EXCHANGE = "sms.subscriptions"
+"""`SubscriptionChanged` events, key = the adapter that owns the event source."""
 
 ROUTER_QUEUE = "router.inbound"
 UNMATCHED_QUEUE = "router.unmatched"
 OUTBOUND_QUEUE = "outbound.send"
+OUTBOUND_BULK_QUEUE = "outbound.bulk"
+"""Bulk OutboundSMS (broadcasts): outbound sends them after the replies waiting in
+`outbound.send` (key `outbound.<gateway>.bulk`, see `outbound_key`)."""
+MESSAGE_LOG_QUEUE = "outbound.message_log"
+"""Every DeliveryEvent, written to the message log in MongoDB by outbound."""
+BROADCASTS_QUEUE = "broadcaster.broadcasts"
+"""`StartBroadcast` commands, published through the default exchange (key = this name)."""
+BROADCAST_EVENTS_QUEUE = "broadcaster.events"
+"""Delivery events of broadcast messages (adapter `BROADCAST_ADAPTER`), counted per broadcast."""
+BROADCAST_ADAPTER = "broadcast"
+"""The `adapter` of every OutboundSMS a broadcast sends, so its events have their own key."""
 
 DELIVERY_LIMIT = 20
 """Deliveries after which a message that keeps failing its consumer is dead-lettered."""
@@ -33,14 +47,21 @@ DELIVERY_LIMIT = 20
 HEADER_HANDLER = "twoway-handler"
 HEADER_ATTEMPT = "twoway-attempt"
 HEADER_REASON = "twoway-reason"
+HEADER_PARTS_SENT = "twoway-parts-sent"
+"""On an outbound retry: how many parts (one request each) earlier attempts already sent."""
+HEADER_CONVERSATION = "twoway-conversation"
+"""Set by the router on an SMS that answers an open conversation: that question's message id."""
 
 
 def inbound_key(gateway_id: str) -> str:
     return f"inbound.{gateway_id}"
 
 
-def outbound_key(gateway_id: str | None) -> str:
-    return f"outbound.{gateway_id or 'default'}"
+def outbound_key(gateway_id: str | None, priority: str = "reply") -> str:
+    """`outbound.<gateway>` for replies (queue `outbound.send`), `outbound.<gateway>.bulk` for
+    bulk messages (queue `outbound.bulk`): publish with the message's `priority`."""
+    key = f"outbound.{gateway_id or 'default'}"
+    return f"{key}.bulk" if priority == "bulk" else key
 
 
 def event_key(status: str, adapter: str | None) -> str:
@@ -59,6 +80,17 @@ def retry_queue(queue: str, delay_seconds: int) -> str:
     return f"{queue}.retry.{delay_seconds}s"
 
 
+def retry_delay(delays: Sequence[int], attempt: int, retry_after: float | None = None) -> int:
+    """The delay before the retry that follows `attempt` (1-based): the attempt's step of the
+    backoff (the last step repeats), raised to the first step that covers `retry_after` (a
+    gateway's Retry-After)."""
+    delay = delays[min(attempt - 1, len(delays) - 1)]
+    if retry_after is not None and retry_after > delay:
+        ordered = sorted(delays)
+        delay = ordered[min(bisect.bisect_left(ordered, retry_after), len(ordered) - 1)]
+    return delay
+
+
 def _quorum_arguments(dead_letter_routing_key: str, exchange: str) -> dict[str, Any]:
     return {
         "x-queue-type": "quorum",
@@ -70,7 +102,13 @@ def _quorum_arguments(dead_letter_routing_key: str, exchange: str) -> dict[str, 
 
 
 async def declare_exchanges(channel: AbstractChannel) -> None:
-    for name in (INBOUND_EXCHANGE, ADAPTERS_EXCHANGE, OUTBOUND_EXCHANGE, EVENTS_EXCHANGE):
+    for name in (
+        INBOUND_EXCHANGE,
+        ADAPTERS_EXCHANGE,
+        OUTBOUND_EXCHANGE,
+        EVENTS_EXCHANGE,
+        SUBSCRIPTIONS_EXCHANGE,
+    ):
         await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
     await channel.declare_exchange(CONTROL_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True)
     await channel.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
@@ -117,4 +155,65 @@ async def declare_control_queue(channel: AbstractChannel) -> AbstractQueue:
     """A private, auto-deleted queue on `sms.control` for one router replica."""
     queue = await channel.declare_queue(exclusive=True, auto_delete=True)
     await queue.bind(CONTROL_EXCHANGE)
+    return queue
+
+
+def subscription_events_queue(adapter: str) -> str:
+    return f"adapter.{adapter}.subscriptions"
+
+
+async def declare_subscription_events_queue(
+    channel: AbstractChannel, adapter: str
+) -> AbstractQueue:
+    """The queue of `adapter`'s `SubscriptionChanged` events (its event-source callbacks)."""
+    return await declare_work_queue(
+        channel,
+        subscription_events_queue(adapter),
+        exchange=SUBSCRIPTIONS_EXCHANGE,
+        binding_keys=[adapter],
+    )
+
+
+async def declare_broadcast_queues(channel: AbstractChannel) -> AbstractQueue:
+    """The broadcaster's command queue (returned) and its delivery-events queue.
+
+    The api declares them too, so that a broadcast requested before any broadcaster started
+    waits in the queue instead of being unroutable.
+    """
+    await declare_work_queue(
+        channel,
+        BROADCAST_EVENTS_QUEUE,
+        exchange=EVENTS_EXCHANGE,
+        binding_keys=[
+            event_key(status, BROADCAST_ADAPTER) for status in ("sent", "failed", "expired")
+        ],
+    )
+    return await declare_work_queue(channel, BROADCASTS_QUEUE, exchange="", binding_keys=())
+
+
+HEADER_BCC = "BCC"
+"""RabbitMQ sender-selected distribution: extra routing keys, stripped before delivery."""
+
+
+def broadcast_progress_key(broadcast_id: str) -> str:
+    return f"progress.{broadcast_id}"
+
+
+def broadcast_progress_queue(broadcast_id: str) -> str:
+    return f"broadcaster.progress.{broadcast_id}"
+
+
+async def declare_broadcast_progress_queue(
+    channel: AbstractChannel, broadcast_id: str
+) -> AbstractQueue:
+    """A copy of every message of one broadcast published since its last checkpoint.
+
+    The broadcaster publishes each message to `sms.outbound` with a `BCC` of
+    `broadcast_progress_key`, so the broker puts it in `outbound.bulk` and here atomically:
+    after a crash this queue says exactly which messages past the checkpoint were published.
+    """
+    queue = await channel.declare_queue(
+        broadcast_progress_queue(broadcast_id), durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await queue.bind(OUTBOUND_EXCHANGE, routing_key=broadcast_progress_key(broadcast_id))
     return queue

@@ -5,7 +5,8 @@ As a gateway's send API it takes MT at `GET|POST /sendSMS` (the MobileFirst HTTP
 `DELETE /messages` forgets it. `POST /faults` makes the next sends fail (`{"status": 500,
 "count": 2}`, or `{"delay": 30}` to time out). As a phone, `POST /mo` (`from`, `to`, `text`)
 posts an
-MO message to ingress's `/receiveSMS` and answers with ingress's status and body.
+MO message to ingress's `/receiveSMS` and answers with ingress's status and body. Under
+`/backend` it also plays the demo bank back-end the bank adapter calls (`backend.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from aiohttp import web
 
 from twoway.messages import utc_now
 from twoway.service import create_base_app
+from twoway_gateway_sim.backend import add_backend_routes
 from twoway_gateway_sim.settings import GatewaySimSettings
 
 
@@ -126,4 +128,5 @@ def create_app(settings: GatewaySimSettings) -> web.Application:
     app.router.add_delete("/messages", clear_messages)
     app.router.add_post("/faults", set_faults)
     app.router.add_post("/mo", post_mo)
+    add_backend_routes(app)
     return app

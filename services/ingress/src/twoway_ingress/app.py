@@ -9,11 +9,13 @@ from twoway import metrics
 from twoway.broker import PublishFailed
 from twoway.gateways.config import GatewaysConfig, load_gateways
 from twoway.messages import InboundSMS
-from twoway.service import PUBLISHER, amqp_context, create_base_app
+from twoway.service import PUBLISHER, amqp_context, create_base_app, mongo_context
 from twoway.topology import INBOUND_EXCHANGE, inbound_key
 from twoway_ingress.errors import error_response, json_errors
+from twoway_ingress.gateways import add_gateway_routes
 from twoway_ingress.receive import inbound_from_fields, request_fields
 from twoway_ingress.settings import IngressSettings
+from twoway_ingress.subscribe import subscribe_sms, subscriptions_context
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +62,10 @@ def create_app(settings: IngressSettings) -> web.Application:
     app[SETTINGS] = settings
     app[GATEWAYS] = load_gateways(settings.gateways_file)
     app.cleanup_ctx.append(amqp_context(settings, "ingress"))
+    app.cleanup_ctx.append(mongo_context(settings, "ingress", ready_check=False))
+    app.cleanup_ctx.append(subscriptions_context(settings))
+    app.router.add_route("GET", "/subscribeSMS", subscribe_sms)
     app.router.add_route("GET", "/receiveSMS", receive_sms)
     app.router.add_route("POST", "/receiveSMS", receive_sms)
+    add_gateway_routes(app, app[GATEWAYS], settings)
     return app

@@ -1,23 +1,19 @@
-"""Every error ingress answers is JSON: `{"error": <code>, "message": <text>, "field": <name>?}`."""
+"""Every error ingress answers is JSON (`twoway.http_errors`); each refusal is counted."""
 
 from __future__ import annotations
-
-import json
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from twoway import metrics
+from twoway.http_errors import InvalidRequest
+from twoway.http_errors import error_response as json_error_response
+from twoway.http_errors import json_errors as json_errors_middleware
+
+__all__ = ["InvalidRequest", "error_response", "json_errors"]
 
 
-class InvalidRequest(Exception):
-    """A post we refuse; `status` 400 (unreadable) or 422 (readable but invalid)."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.field = field
+def _count_refusal(status: int) -> None:
+    metrics.INBOUND_REFUSED.labels(status=str(status)).inc()
 
 
 def error_response(
@@ -27,33 +23,8 @@ def error_response(
     field: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    body: dict[str, str] = {"error": code, "message": message}
-    if field is not None:
-        body["field"] = field
-    metrics.INBOUND_REFUSED.labels(status=str(status)).inc()
-    return web.Response(
-        text=json.dumps(body), status=status, content_type="application/json", headers=headers
-    )
+    _count_refusal(status)
+    return json_error_response(status, code, message, field, headers)
 
 
-_HTTP_ERROR_CODES = {
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "body_too_large",
-}
-
-
-@web.middleware
-async def json_errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Renders our own and aiohttp's HTTP errors as JSON bodies."""
-    try:
-        return await handler(request)
-    except InvalidRequest as error:
-        return error_response(error.status, error.code, str(error), error.field)
-    except web.HTTPException as error:
-        if error.status < 400:
-            raise
-        code = _HTTP_ERROR_CODES.get(error.status, "http_error")
-        return error_response(error.status, code, error.reason)
+json_errors = json_errors_middleware(on_error=_count_refusal)

@@ -1,24 +1,43 @@
-"""The outbound application: consumes `outbound.send` and pushes each SMS to its gateway."""
+"""The outbound application: sends each SMS of `outbound.send` (replies) and `outbound.bulk` to
+its gateway, and writes every delivery event of `sms.events` to the message log."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import aiohttp
+from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
 
 from twoway.broker import Consumer
-from twoway.gateways.config import load_gateways
-from twoway.messages import OutboundSMS
+from twoway.gateways.config import GatewaysConfig, load_gateways
+from twoway.messages import DeliveryEvent, OutboundSMS
 from twoway.service import (
+    MONGO_DB,
     PUBLISHER,
+    CleanupContext,
+    ConsumerFactory,
     amqp_context,
     consumer_context,
     create_base_app,
+    mongo_context,
     open_consumer_channel,
 )
-from twoway.topology import OUTBOUND_EXCHANGE, OUTBOUND_QUEUE, declare_work_queue, outbound_key
+from twoway.topology import (
+    EVENTS_EXCHANGE,
+    MESSAGE_LOG_QUEUE,
+    OUTBOUND_BULK_QUEUE,
+    OUTBOUND_EXCHANGE,
+    OUTBOUND_QUEUE,
+    declare_work_queue,
+    outbound_key,
+)
+from twoway_outbound.ledger import SENT_COLLECTION, SentLedger
+from twoway_outbound.message_log import LOG_COLLECTION, MessageLog
+from twoway_outbound.optout_guard import OPTOUT_GUARD, optout_guard_context
+from twoway_outbound.ratelimit import WINDOWS_COLLECTION, RateLimiters
 from twoway_outbound.sender import Sender
 from twoway_outbound.settings import OutboundSettings
 
@@ -34,32 +53,95 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+@dataclass(frozen=True)
+class Stores:
+    """What outbound keeps in MongoDB: the sent ledger, rate windows and the message log."""
+
+    ledger: SentLedger
+    limiters: RateLimiters
+    message_log: MessageLog
+
+
+STORES = web.AppKey("outbound_stores", Stores)
+
+
+def _stores_context(settings: OutboundSettings, gateways: GatewaysConfig) -> CleanupContext:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        database = app[MONGO_DB]
+        rates = {g.id: g.rate_limit for g in gateways.gateways if g.rate_limit is not None}
+        stores = Stores(
+            SentLedger(database[SENT_COLLECTION]),
+            RateLimiters(database[WINDOWS_COLLECTION], rates),
+            MessageLog(database[LOG_COLLECTION]),
+        )
+        await stores.ledger.ensure_indexes(settings.sent_ledger_ttl)
+        await stores.limiters.ensure_indexes()
+        await stores.message_log.ensure_indexes(settings.message_log_ttl)
+        app[STORES] = stores
+        yield
+
+    return context
+
+
 def create_app(settings: OutboundSettings) -> web.Application:
     """Fails at once, before connecting, if the gateways file or a secret is missing."""
     gateways = load_gateways(settings.gateways_file)
-    secrets = {gateway.id: gateway.secrets(os.environ) for gateway in gateways.gateways}
+    secrets = gateways.secrets(os.environ)
     app = create_base_app()
+    retry_delays = sorted(set(settings.retry_delays))
 
-    async def build_consumer(app: web.Application) -> Consumer[OutboundSMS]:
-        channel = await open_consumer_channel(app, settings.prefetch)
+    def sender_consumer(queue_name: str, binding_key: str) -> ConsumerFactory:
+        async def build(app: web.Application) -> Consumer[OutboundSMS]:
+            channel = await open_consumer_channel(app, settings.prefetch)
+            queue = await declare_work_queue(
+                channel,
+                queue_name,
+                exchange=OUTBOUND_EXCHANGE,
+                binding_keys=[binding_key],
+                retry_delays=retry_delays,
+            )
+            if queue_name == OUTBOUND_QUEUE:  # bound to every key before bulk had its queue
+                await queue.unbind(OUTBOUND_EXCHANGE, outbound_key("#"))
+            stores = app[STORES]
+            sender = Sender(
+                queue_name,
+                gateways,
+                secrets,
+                app[HTTP_SESSION],
+                app[PUBLISHER],
+                stores.ledger,
+                stores.limiters,
+                settings.retry_delays,
+                settings.max_attempts,
+            )
+            guarded = app[OPTOUT_GUARD].wrap(sender.handle)
+            return Consumer(queue, OutboundSMS, guarded, app[PUBLISHER])
+
+        return build
+
+    async def message_log_consumer(app: web.Application) -> Consumer[DeliveryEvent]:
+        channel = await open_consumer_channel(app, settings.message_log_prefetch)
         queue = await declare_work_queue(
-            channel,
-            OUTBOUND_QUEUE,
-            exchange=OUTBOUND_EXCHANGE,
-            binding_keys=[outbound_key("#")],
-            retry_delays=sorted(set(settings.retry_delays)),
+            channel, MESSAGE_LOG_QUEUE, exchange=EVENTS_EXCHANGE, binding_keys=["#"]
         )
-        sender = Sender(
-            gateways,
-            secrets,
-            app[HTTP_SESSION],
-            app[PUBLISHER],
-            settings.retry_delays,
-            settings.max_attempts,
-        )
-        return Consumer(queue, OutboundSMS, sender.handle, app[PUBLISHER])
+        message_log = app[STORES].message_log
 
+        async def handle(event: DeliveryEvent, _incoming: AbstractIncomingMessage) -> None:
+            await message_log.add(event)
+
+        return Consumer(queue, DeliveryEvent, handle, app[PUBLISHER])
+
+    grace = settings.shutdown_grace
     app.cleanup_ctx.append(amqp_context(settings, "outbound"))
+    app.cleanup_ctx.append(mongo_context(settings, "outbound"))
     app.cleanup_ctx.append(_http_session)
-    app.cleanup_ctx.append(consumer_context(build_consumer, settings.shutdown_grace))
+    app.cleanup_ctx.append(_stores_context(settings, gateways))
+    app.cleanup_ctx.append(optout_guard_context(gateways, settings.optout_refresh_seconds))
+    app.cleanup_ctx.append(consumer_context(message_log_consumer, grace))
+    app.cleanup_ctx.append(
+        consumer_context(sender_consumer(OUTBOUND_QUEUE, outbound_key("*")), grace)
+    )
+    app.cleanup_ctx.append(
+        consumer_context(sender_consumer(OUTBOUND_BULK_QUEUE, outbound_key("*", "bulk")), grace)
+    )
     return app

@@ -1,55 +1,62 @@
-"""Sending one OutboundSMS to its gateway, and deciding what happens after.
+"""Sending one OutboundSMS to its gateway, in its dialect, and deciding what happens after.
 
-success -> a `sent` event. Timeout, connection error, 5xx or 429 -> the message waits in a delay
-queue (capped exponential backoff, at least the gateway's Retry-After) and comes back, until
-`max_attempts`. Any other answer, an unknown gateway or too many attempts -> a `failed` event and
-the dead-letter queue with the reason. Past its `not_after` -> an `expired` event, not sent.
+The text is transliterated (if the gateway says so) and segmented; longer than the gateway's
+`max_segments` -> a `failed` event and the dead-letter queue. The send waits for the gateway's
+rate limit (segments per second, shared by every replica; replies first), then goes out as the
+dialect's request(s). success -> recorded in the sent ledger (so that a redelivery is not sent
+again), then a `sent` event. Timeout, connection error, 5xx or 429 (or the dialect's own "try
+again") -> the message waits in a delay queue (capped exponential backoff, at least the gateway's
+Retry-After) and comes back, until `max_attempts`; parts already sent are not sent again. Any
+other answer, an unknown gateway or too many attempts -> a `failed` event and the dead-letter
+queue with the reason. Past its `not_after` -> an `expired` event, not sent.
 """
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import aiohttp
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
 from twoway import metrics
-from twoway.broker import Publisher, Reject
-from twoway.gateways import OUTBOUND_DIALECTS
-from twoway.gateways.config import GatewayConfig, GatewaysConfig
-from twoway.gateways.results import SendResult, classify_status
+from twoway.broker import Publisher, Reject, attempt_of
+from twoway.gateways import DIALECTS
+from twoway.gateways.config import GatewayConfig, GatewaysConfig, GatewaySecrets
+from twoway.gateways.encoding import SegmentedText, prepare
+from twoway.gateways.results import SendResult
 from twoway.messages import DeliveryEvent, DeliveryStatus, OutboundSMS, utc_now
-from twoway.topology import EVENTS_EXCHANGE, HEADER_ATTEMPT, OUTBOUND_QUEUE, event_key, retry_queue
+from twoway.topology import EVENTS_EXCHANGE, HEADER_PARTS_SENT, event_key, retry_delay
+from twoway_outbound.gateway_client import send_requests
+from twoway_outbound.ledger import SentLedger
+from twoway_outbound.ratelimit import RateLimiters
 
 log = structlog.get_logger(__name__)
 
 
-def retry_delay(delays: Sequence[int], attempt: int, retry_after: float | None) -> int:
-    """The delay before the retry that follows `attempt` (1-based): the attempt's step of the
-    backoff, raised to the first step that covers the gateway's Retry-After."""
-    delay = delays[min(attempt - 1, len(delays) - 1)]
-    if retry_after is not None and retry_after > delay:
-        ordered = sorted(delays)
-        delay = ordered[min(bisect.bisect_left(ordered, retry_after), len(ordered) - 1)]
-    return delay
-
-
 class Sender:
+    """Sends the messages of one queue (`outbound.send` for replies, `outbound.bulk`)."""
+
     def __init__(
         self,
+        queue: str,
         gateways: GatewaysConfig,
-        secrets: Mapping[str, Mapping[str, str]],
+        secrets: Mapping[str, GatewaySecrets],
         http: aiohttp.ClientSession,
         publisher: Publisher,
+        ledger: SentLedger,
+        limiters: RateLimiters,
         retry_delays: Sequence[int],
         max_attempts: int,
     ) -> None:
+        self._queue = queue
         self._gateways = gateways
         self._secrets = secrets
         self._http = http
         self._publisher = publisher
+        self._ledger = ledger
+        self._limiters = limiters
         self._retry_delays = retry_delays
         self._max_attempts = max_attempts
 
@@ -61,18 +68,34 @@ class Sender:
         if message.not_after is not None and utc_now() > message.not_after:
             await self._event(message, "expired", gateway.id, "past not_after; not sent")
             return
-        attempt = int(str(incoming.headers.get(HEADER_ATTEMPT, 1)))
-        result = await self.send(gateway, message)
+        sent = await self._ledger.find(message.message_id, redelivered=bool(incoming.redelivered))
+        if sent is not None:
+            log.info("outbound_already_sent", gateway_id=sent.gateway_id)
+            detail = "already sent; not sent again"
+            await self._event(message, "sent", sent.gateway_id, detail, sent.gateway_message_id)
+            return
+        text = prepare(message.text, transliteration=gateway.transliterate)
+        if text.count > gateway.max_segments:
+            detail = (
+                f"too long: {text.count} {text.encoding} segments, "
+                f"gateway {gateway.id} allows {gateway.max_segments}"
+            )
+            await self._event(message, "failed", gateway.id, detail)
+            raise Reject(detail)
+        attempt = attempt_of(incoming)
+        result = await self._send(gateway, message, text, incoming)
         log.info(
             "outbound_attempt",
             gateway_id=gateway.id,
             to=message.to,
             attempt=attempt,
+            segments=text.count,
             outcome=result.outcome,
             detail=result.detail,
         )
         metrics.OUTBOUND_SENT.labels(gateway=gateway.id, result=result.outcome).inc()
         if result.outcome == "success":
+            await self._ledger.record(message.message_id, gateway.id, result.gateway_message_id)
             await self._event(message, "sent", gateway.id, result.detail, result.gateway_message_id)
         elif result.outcome == "retry" and attempt < self._max_attempts:
             await self._retry_later(incoming, attempt, result)
@@ -81,36 +104,30 @@ class Sender:
             await self._event(message, "failed", gateway.id, result.detail)
             raise Reject(f"send failed after {attempt} attempt(s): {result.detail}")
 
-    async def send(self, gateway: GatewayConfig, message: OutboundSMS) -> SendResult:
-        request = OUTBOUND_DIALECTS[gateway.type](gateway, message, self._secrets[gateway.id])
-        as_query = request.method == "GET"
-        try:
-            async with self._http.request(
-                request.method,
-                request.url,
-                params=request.params if as_query else None,
-                data=None if as_query else request.params,
-                timeout=aiohttp.ClientTimeout(total=gateway.timeout),
-            ) as response:
-                body = await response.text(errors="replace")
-                return classify_status(response.status, body, response.headers.get("Retry-After"))
-        except TimeoutError:
-            return SendResult("retry", f"timed out after {gateway.timeout} s")
-        except aiohttp.ClientError as error:
-            return SendResult("retry", f"{type(error).__name__}: {error}")
+    async def _send(
+        self,
+        gateway: GatewayConfig,
+        message: OutboundSMS,
+        text: SegmentedText,
+        incoming: AbstractIncomingMessage,
+    ) -> SendResult:
+        """Wait for the gateway's rate limit, then send what an earlier attempt did not."""
+        dialect = DIALECTS[gateway.type]
+        requests = dialect.build_requests(gateway, message, text, self._secrets[gateway.id])
+        already_sent = int(str(incoming.headers.get(HEADER_PARTS_SENT, 0)))
+        segments = text.count if len(requests) == 1 else len(requests) - already_sent
+        await self._limiters.acquire(gateway.id, segments, message.priority)
+        result, parts_sent = await send_requests(
+            self._http, dialect, requests, gateway.timeout, already_sent=already_sent
+        )
+        return replace(result, parts_sent=parts_sent)
 
     async def _retry_later(
         self, incoming: AbstractIncomingMessage, attempt: int, result: SendResult
     ) -> None:
         delay = retry_delay(self._retry_delays, attempt, result.retry_after)
-        await self._publisher.publish_body(
-            incoming.body,
-            exchange="",
-            routing_key=retry_queue(OUTBOUND_QUEUE, delay),
-            headers={**incoming.headers, HEADER_ATTEMPT: attempt + 1},
-            message_id=incoming.message_id,
-            correlation_id=incoming.correlation_id,
-            message_type=incoming.type,
+        await self._publisher.retry_later(
+            incoming, self._queue, delay, attempt + 1, {HEADER_PARTS_SENT: result.parts_sent}
         )
         log.info("outbound_retry_scheduled", delay_seconds=delay, next_attempt=attempt + 1)
 

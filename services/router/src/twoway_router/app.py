@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
-import structlog
-from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
 
 from twoway.broker import Consumer
+from twoway.control import control_context
+from twoway.conversations import ConversationStore
+from twoway.dedupe import DedupeStore
 from twoway.messages import InboundSMS
+from twoway.optouts import OptOutStore
 from twoway.registry import HandlerRegistry
 from twoway.service import (
-    AMQP_CONNECTION,
     MONGO_DB,
     PUBLISHER,
     CleanupContext,
@@ -27,49 +27,38 @@ from twoway.service import (
 from twoway.topology import (
     INBOUND_EXCHANGE,
     ROUTER_QUEUE,
-    declare_control_queue,
     declare_unmatched_queue,
     declare_work_queue,
     inbound_key,
 )
+from twoway_router.compliance import Compliance
 from twoway_router.router import Router
 from twoway_router.settings import RouterSettings
-
-log = structlog.get_logger(__name__)
+from twoway_router.unmatched import UnmatchedRecord
 
 ROUTER = web.AppKey("router", Router)
 
 
-def _handler_table(settings: RouterSettings) -> CleanupContext:
-    """Loads the handler table and keeps it fresh: on each sms.control message, and on a timer."""
+def _router(settings: RouterSettings) -> CleanupContext:
+    """Builds the router over its stores (creating their indexes) once the connections are up."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        router = Router(HandlerRegistry(app[MONGO_DB]), app[PUBLISHER])
-        app[ROUTER] = router
-        channel = await app[AMQP_CONNECTION].channel()
-        control = await declare_control_queue(channel)
-
-        async def on_control(message: AbstractIncomingMessage) -> None:
-            async with message.process():
-                await router.reload()
-
-        await control.consume(on_control)
-        await router.reload()
-
-        async def refresh() -> None:
-            while True:
-                await asyncio.sleep(settings.registry_refresh_seconds)
-                try:
-                    await router.reload()
-                except Exception as error:
-                    log.warning("handler_table_refresh_failed", error=str(error))
-
-        refresher = asyncio.create_task(refresh())
+        db, publisher = app[MONGO_DB], app[PUBLISHER]
+        optouts = OptOutStore(db)
+        dedupe = DedupeStore(db)
+        unmatched = UnmatchedRecord(db, timedelta(seconds=settings.unmatched_retention_seconds))
+        for store in (optouts, dedupe, unmatched):
+            await store.ensure_indexes()
+        app[ROUTER] = Router(
+            settings,
+            HandlerRegistry(db),
+            publisher,
+            Compliance(settings, optouts, publisher),
+            dedupe,
+            unmatched,
+            conversations=ConversationStore(db),
+        )
         yield
-        refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
-        await channel.close()
 
     return context
 
@@ -87,6 +76,9 @@ def create_app(settings: RouterSettings) -> web.Application:
 
     app.cleanup_ctx.append(amqp_context(settings, "router"))
     app.cleanup_ctx.append(mongo_context(settings, "router"))
-    app.cleanup_ctx.append(_handler_table(settings))
+    app.cleanup_ctx.append(_router(settings))
+    app.cleanup_ctx.append(
+        control_context(lambda app: app[ROUTER], settings.registry_refresh_seconds)
+    )
     app.cleanup_ctx.append(consumer_context(build_consumer, settings.shutdown_grace))
     return app

@@ -1,21 +1,35 @@
-"""The router: for each inbound SMS, find the handler that takes it and dispatch it.
+"""The router: for each inbound SMS, decide who answers it, and dispatch it.
 
-The handler table lives in memory (`RoutingTable`) and is reloaded from the registry when an
-adapter announces a change on `sms.control`, and every `registry_refresh_seconds` as a safety net.
-An SMS no handler matched is never dropped: it is counted, logged and parked in `router.unmatched`.
+In order, for each SMS (`Router.route`):
+1. dedupe: a gateway's repeated post of an SMS already taken is dropped (`twoway.dedupe`);
+2. compliance: STOP / START / HELP are answered by the router itself (`compliance`);
+   then an answer: an SMS from a number an adapter asked a question (`context.ask`) goes to the
+   adapter's waiting handler, whatever it says (`twoway.conversations`);
+3. matching: the in-memory handler table (`twoway.routing.RoutingTable`) picks the handler and
+   the SMS goes to its adapter's queue;
+4. unmatched: counted, recorded, and given the configured fallback (`unmatched`).
+
+SMS from one sender go through these steps one at a time, in queue order (`KeyedSequencer`),
+so "STOP" followed by "ECHO hi" is never routed the other way round; SMS from different senders
+are handled concurrently, up to the prefetch. The handler table is reloaded when an adapter
+announces a change on `sms.control`, and every `registry_refresh_seconds` as a safety net.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
 from twoway import metrics
 from twoway.broker import Publisher
-from twoway.messages import HandlerRegistration, InboundSMS
+from twoway.conversations import ConversationStore, route_answer
+from twoway.dedupe import DedupeStore, dedupe_key
+from twoway.messages import AnyMessage, HandlerRegistration, HandlersChanged, InboundSMS
+from twoway.ordering import KeyedSequencer
 from twoway.registry import HandlerRegistry
 from twoway.routing import FilterError, RoutingTable, validate_registration
 from twoway.topology import (
@@ -25,6 +39,9 @@ from twoway.topology import (
     HEADER_REASON,
     UNMATCHED_QUEUE,
 )
+from twoway_router.compliance import ROUTER_NAME, Compliance, send_sms
+from twoway_router.settings import RouterSettings, UnmatchedFallback
+from twoway_router.unmatched import UnmatchedRecord, choose_fallback
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +57,7 @@ def valid_registrations(registrations: list[HandlerRegistration]) -> list[Handle
                 "handler_filter_invalid",
                 adapter=registration.adapter,
                 handler=registration.handler,
+                field=error.field,
                 error=str(error),
             )
         else:
@@ -48,10 +66,25 @@ def valid_registrations(registrations: list[HandlerRegistration]) -> list[Handle
 
 
 class Router:
-    def __init__(self, registry: HandlerRegistry, publisher: Publisher) -> None:
+    def __init__(
+        self,
+        settings: RouterSettings,
+        registry: HandlerRegistry,
+        publisher: Publisher,
+        compliance: Compliance,
+        dedupe: DedupeStore,
+        unmatched: UnmatchedRecord,
+        conversations: ConversationStore | None = None,
+    ) -> None:
+        self._settings = settings
         self._registry = registry
         self._publisher = publisher
+        self._compliance = compliance
+        self._dedupe = dedupe
+        self._unmatched = unmatched
+        self._conversations = conversations
         self._reload_lock = asyncio.Lock()
+        self._senders = KeyedSequencer()
         self.table = RoutingTable([])
 
     async def reload(self) -> None:
@@ -60,13 +93,51 @@ class Router:
             self.table = RoutingTable(registrations)
         log.info("handler_table_loaded", handlers=len(self.table))
 
+    async def apply(self, message: AnyMessage) -> None:
+        if isinstance(message, HandlersChanged):
+            await self.reload()
+
     async def route(self, message: InboundSMS, incoming: AbstractIncomingMessage) -> None:
-        started = time.perf_counter()
-        registration = self.table.match(message)
-        metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
-        if registration is None:
-            await self._park_unmatched(message, incoming)
-            return
+        async with self._senders.hold(message.sender):
+            if not await self._first_copy(message):
+                return
+            if await self._compliance.handle(message):
+                return
+            if self._conversations is not None and await route_answer(
+                self._conversations, self._publisher, message, incoming
+            ):
+                return  # an open conversation outranks every keyword handler
+            started = time.perf_counter()
+            registration = self.table.match(message)
+            metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
+            if registration is None:
+                await self._unmatched_fallback(message, incoming)
+            else:
+                await self._dispatch(registration, message, incoming)
+
+    async def _first_copy(self, message: InboundSMS) -> bool:
+        """False when `message` is a gateway's repeated post of an SMS already taken."""
+        key = dedupe_key(
+            message,
+            id_retention=timedelta(seconds=self._settings.dedupe_id_retention_seconds),
+            content_window=timedelta(seconds=self._settings.dedupe_window_seconds),
+        )
+        if key is None or await self._dedupe.claim(key, message.message_id):
+            return True
+        metrics.DUPLICATES.labels(gateway=message.gateway_id).inc()
+        log.info(
+            "sms_duplicate_dropped",
+            gateway_id=message.gateway_id,
+            gateway_message_id=message.gateway_message_id,
+        )
+        return False
+
+    async def _dispatch(
+        self,
+        registration: HandlerRegistration,
+        message: InboundSMS,
+        incoming: AbstractIncomingMessage,
+    ) -> None:
         await self._publisher.publish_body(
             incoming.body,
             exchange=ADAPTERS_EXCHANGE,
@@ -84,20 +155,49 @@ class Router:
             keyword=message.keyword,
         )
 
-    async def _park_unmatched(self, message: InboundSMS, incoming: AbstractIncomingMessage) -> None:
-        await self._publisher.publish_body(
-            incoming.body,
-            exchange=DEAD_LETTER_EXCHANGE,
-            routing_key=UNMATCHED_QUEUE,
-            headers={HEADER_REASON: f"no handler matched keyword {message.keyword!r}"},
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            message_type=message.type,
-        )
+    async def _unmatched_fallback(
+        self, message: InboundSMS, incoming: AbstractIncomingMessage
+    ) -> None:
+        fallback = choose_fallback(self._settings.unmatched_fallbacks, message)
         metrics.UNMATCHED.inc()
         log.warning(
             "sms_unmatched",
             keyword=message.keyword,
             gateway_id=message.gateway_id,
             recipient=message.recipient,
+            fallback=fallback.action,
+        )
+        await self._unmatched.record(message, fallback)
+        await self._apply_fallback(fallback, message, incoming)
+        metrics.UNMATCHED_FALLBACKS.labels(action=fallback.action).inc()
+
+    async def _apply_fallback(
+        self, fallback: UnmatchedFallback, message: InboundSMS, incoming: AbstractIncomingMessage
+    ) -> None:
+        if fallback.action == "reply":
+            await send_sms(self._publisher, message.reply(fallback.text, adapter=ROUTER_NAME))
+            return
+        reason = f"no handler matched keyword {message.keyword!r}"
+        if fallback.action == "handler":
+            registration = self.table.registration(fallback.adapter, fallback.handler)
+            if registration is not None:
+                await self._dispatch(registration, message, incoming)
+                return
+            reason += f"; fallback handler {fallback.adapter}.{fallback.handler} is not registered"
+            log.error(
+                "fallback_handler_missing", adapter=fallback.adapter, handler=fallback.handler
+            )
+        await self._park(message, incoming, reason)
+
+    async def _park(
+        self, message: InboundSMS, incoming: AbstractIncomingMessage, reason: str
+    ) -> None:
+        await self._publisher.publish_body(
+            incoming.body,
+            exchange=DEAD_LETTER_EXCHANGE,
+            routing_key=UNMATCHED_QUEUE,
+            headers={HEADER_REASON: reason},
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            message_type=message.type,
         )

@@ -1,35 +1,110 @@
 """The MobileFirst generic HTTP gateway (SMSConfig.xml): one request with configurable names.
 
-`GET http://host:port/programName?to=..&text=..&from=..` plus fixed parameters (or the same as a
-form POST). Any 2xx is success; see `twoway.gateways.results` for the rest.
+Out: `GET http://host:port/programName?to=..&text=..&from=..` plus fixed and secret parameters
+(or the same as a form POST); with `status_param` and `public_url`, one more parameter carries the
+URL for delivery reports. Any 2xx is success (`twoway.gateways.results`).
+In: the gateway posts MO with the same parameter names (query, form or JSON); every other
+parameter is kept. Delivery reports come to that URL with `status` (one of our statuses) and
+optionally `id` and `detail`. Authenticity: token or source address (no signature).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from twoway.gateways.base import (
+    DELIVERY_STATUSES,
+    EMPTY_ANSWER,
+    GatewayRequest,
+    GatewayResponse,
+    InvalidWebhook,
+    WebhookAnswer,
+    WebhookRequest,
+    delivery_event,
+    encode_reference,
+    inbound_message,
+    require,
+    status_url,
+)
+from twoway.gateways.config import GatewayConfig, GatewaySecrets
+from twoway.gateways.encoding import SegmentedText
+from twoway.gateways.results import SendResult, classify_status
+from twoway.messages import DeliveryEvent, InboundSMS, OutboundSMS
 
-from twoway.gateways.config import GatewayConfig
-from twoway.messages import OutboundSMS
+SIGNS = False
 
 
-@dataclass(frozen=True)
-class GatewayRequest:
-    method: str
-    url: str
-    params: dict[str, str]
-
-
-def build_request(
-    gateway: GatewayConfig, message: OutboundSMS, secrets: Mapping[str, str]
-) -> GatewayRequest:
+def build_requests(
+    gateway: GatewayConfig, message: OutboundSMS, text: SegmentedText, secrets: GatewaySecrets
+) -> list[GatewayRequest]:
     params = {
         **gateway.parameters,
-        **secrets,
+        **secrets.parameters,
         gateway.to_param: message.to,
-        gateway.text_param: message.text,
+        gateway.text_param: text.text,
     }
     sender = message.from_ or gateway.default_sender
     if sender:
         params[gateway.from_param] = sender
-    return GatewayRequest(gateway.method, str(gateway.url), params)
+    callback = status_url(gateway, encode_reference(message.message_id, message.adapter))
+    if gateway.status_param and callback:
+        params[gateway.status_param] = callback
+    url = str(gateway.url)
+    if gateway.method == "GET":
+        return [GatewayRequest("GET", url, params=params)]
+    return [GatewayRequest("POST", url, form=params)]
+
+
+def classify(response: GatewayResponse) -> SendResult:
+    return classify_status(response.status, response.body, response.headers.get("Retry-After"))
+
+
+def _fields(request: WebhookRequest) -> dict[str, str]:
+    fields = request.fields()
+    if request.content_type == "application/json":
+        fields.update({key: str(value) for key, value in request.json_object().items()})
+    return fields
+
+
+def parse_inbound(
+    gateway: GatewayConfig, request: WebhookRequest, region: str
+) -> list[InboundSMS]:
+    fields = _fields(request)
+    named = {gateway.from_param, gateway.to_param, gateway.text_param, "keyword"}
+    if gateway.text_param not in fields:
+        raise InvalidWebhook(f"{gateway.text_param} is required", code="missing_field")
+    return [
+        inbound_message(
+            gateway,
+            region,
+            sender=require(fields, gateway.from_param),
+            recipient=fields.get(gateway.to_param, ""),
+            text=fields[gateway.text_param],
+            keyword=fields.get("keyword", ""),
+            params={key: value for key, value in fields.items() if key not in named},
+        )
+    ]
+
+
+def parse_status(gateway: GatewayConfig, request: WebhookRequest) -> list[DeliveryEvent]:
+    fields = _fields(request)
+    status = DELIVERY_STATUSES.get(require(fields, "status").lower())
+    if status is None:
+        raise InvalidWebhook(f"status must be one of {sorted(DELIVERY_STATUSES)}")
+    return [
+        delivery_event(
+            gateway,
+            require(fields, "ref"),
+            status,
+            gateway_message_id=fields.get("id"),
+            detail=fields.get("detail", ""),
+        )
+    ]
+
+
+def check_signature(
+    gateway: GatewayConfig, request: WebhookRequest, secrets: GatewaySecrets
+) -> bool:
+    return False
+
+
+def answer(kind: str) -> WebhookAnswer:
+    return EMPTY_ANSWER

@@ -16,6 +16,8 @@ class SendResult:
     detail: str
     retry_after: float | None = None
     gateway_message_id: str | None = None
+    parts_sent: int = 0
+    """Of a message sent as several requests (one per part): how many succeeded."""
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

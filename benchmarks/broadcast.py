@@ -1,0 +1,211 @@
+"""Subscriptions and broadcast fan-out: subscribe rate, messages queued per second, and the
+broadcaster's peak memory, on throwaway servers (twoway_devstack).
+
+- subscribe/s: `SubscriptionStore.subscribe` (the idempotent upsert every edge uses) over a sample
+  of numbers, 16 at a time. The rest of the subscribers are bulk-inserted (setup, not measured).
+- fan-out: the broadcaster runs as its own process (`twoway-broadcaster`, logs at WARNING) and
+  fans a broadcast out to every subscriber into `outbound.bulk` (no outbound consumer: the
+  figure is messages queued, each confirmed by the broker). 1% of the numbers opted out. The rate
+  is queued / (finished_at - started_at) from the broadcast's own record.
+- memory: the broadcaster's peak resident set (VmHWM), after a small broadcast and after the big
+  one, to show it does not grow with the subscriber count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from twoway.broadcasts import Broadcast, Broadcasts, BroadcastStore
+from twoway.broker import Publisher, connect
+from twoway.messages import EventSource, utc_now
+from twoway.optouts import OPTOUTS
+from twoway.storage import Document
+from twoway.subscriptions import SUBSCRIPTIONS, EventSourceRegistry, SubscriptionStore
+from twoway.topology import (
+    OUTBOUND_BULK_QUEUE,
+    OUTBOUND_EXCHANGE,
+    declare_broadcast_queues,
+    declare_exchanges,
+    declare_work_queue,
+    outbound_key,
+)
+from twoway_devstack import provide_servers
+
+DATABASE = "bench_broadcast"
+SHORT_CODE = "12345"
+
+
+def phone(n: int) -> str:
+    return f"+1555{n:07d}"
+
+
+async def subscribe_rate(store: SubscriptionStore, source: str, sample: int) -> float:
+    numbers = iter(range(sample))
+    started = time.perf_counter()
+
+    async def worker() -> None:
+        for n in numbers:
+            await store.subscribe(source, phone(n))
+
+    await asyncio.gather(*(worker() for _ in range(16)))
+    return sample / (time.perf_counter() - started)
+
+
+async def bulk_subscribe(db: AsyncDatabase[Document], source: str, start: int, end: int) -> None:
+    created_at = utc_now()
+    for first in range(start, end, 10_000):
+        await db[SUBSCRIPTIONS].insert_many(
+            [
+                {"event_source": source, "phone": phone(n), "created_at": created_at}
+                for n in range(first, min(first + 10_000, end))
+            ],
+            ordered=False,
+        )
+
+
+async def opt_out_every_hundredth(db: AsyncDatabase[Document], count: int) -> None:
+    at = utc_now()
+    await db[OPTOUTS].insert_many(
+        [
+            {"phone": phone(n), "short_code": SHORT_CODE, "opted_out_at": at}
+            for n in range(0, count, 100)
+        ]
+    )
+
+
+def peak_memory_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+async def run_broadcast(broadcasts: Broadcasts, source: str) -> Broadcast:
+    requested = await broadcasts.request(source, "Benchmark broadcast: markets are up today.")
+    while True:
+        broadcast = await broadcasts.store.get(requested.broadcast_id)
+        assert broadcast is not None
+        if broadcast.status in ("completed", "failed"):
+            return broadcast
+        await asyncio.sleep(0.2)
+
+
+def report(label: str, broadcast: Broadcast, pid: int) -> None:
+    assert broadcast.started_at is not None
+    assert broadcast.finished_at is not None
+    seconds = (broadcast.finished_at - broadcast.started_at).total_seconds()
+    print(
+        f"{label}: {broadcast.status}, {broadcast.queued:,} queued, "
+        f"{broadcast.skipped_opted_out:,} skipped (opted out) in {seconds:.1f} s = "
+        f"{broadcast.queued / seconds:,.0f} messages queued/s; "
+        f"broadcaster peak RSS {peak_memory_mb(pid):.0f} MB",
+        flush=True,
+    )
+
+
+async def measure(
+    folder: Path, amqp_url: str, mongo_url: str, subscribers: int, sample: int, batch: int
+) -> None:
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongo_url, tz_aware=True)
+    await client.drop_database(DATABASE)
+    db = client[DATABASE]
+    connection = await connect(amqp_url, "bench-broadcast")
+    publisher = await Publisher.open(connection, 30.0)
+    await declare_exchanges(publisher.channel)
+    await declare_broadcast_queues(publisher.channel)
+    await declare_work_queue(
+        publisher.channel,
+        OUTBOUND_BULK_QUEUE,
+        exchange=OUTBOUND_EXCHANGE,
+        binding_keys=[outbound_key("*", "bulk")],
+    )
+    registry = EventSourceRegistry(db)
+    small, big = "bench.Small", "bench.Big"
+    await registry.replace_adapter_sources(
+        "bench", [EventSource(name=small, adapter="bench"), EventSource(name=big, adapter="bench")]
+    )
+    store = SubscriptionStore(db, "US")
+    await store.ensure_indexes()
+
+    rate = await subscribe_rate(store, big, sample)
+    print(f"subscribe(): {rate:,.0f} subscriptions/s ({sample:,} numbers, 16 at a time)")
+    started = time.perf_counter()
+    await bulk_subscribe(db, big, sample, subscribers)
+    await bulk_subscribe(db, small, 0, subscribers // 10)
+    await opt_out_every_hundredth(db, subscribers)
+    print(
+        f"setup: {subscribers:,} + {subscribers // 10:,} subscriptions bulk-inserted in "
+        f"{time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
+
+    gateways = folder / "gateways.yaml"
+    gateways.write_text(
+        "default_gateway: sim\ngateways:\n  - id: sim\n    type: mobilefirst-http\n"
+        f"    url: http://127.0.0.1:9/sendSMS\n    default_sender: '{SHORT_CODE}'\n"
+    )
+    env = {
+        **os.environ,
+        "TWOWAY_AMQP_URL": amqp_url,
+        "TWOWAY_MONGO_URL": mongo_url,
+        "TWOWAY_MONGO_DATABASE": DATABASE,
+        "TWOWAY_PORT": "0",
+        "TWOWAY_LOG_LEVEL": "WARNING",
+        "TWOWAY_GATEWAYS_FILE": str(gateways),
+        "TWOWAY_BATCH_SIZE": str(batch),
+        "TWOWAY_SLICE_SECONDS": "600",
+    }
+    with (folder / "broadcaster.log").open("wb") as log:
+        worker = await asyncio.create_subprocess_exec(
+            Path(sys.executable).parent / "twoway-broadcaster", env=env, stdout=log, stderr=log
+        )
+    try:
+        broadcasts = Broadcasts(BroadcastStore(db), registry, publisher)
+        await asyncio.sleep(3)
+        print(f"broadcaster started: peak RSS {peak_memory_mb(worker.pid):.0f} MB", flush=True)
+        report(
+            f"{subscribers // 10:,} subscribers", await run_broadcast(broadcasts, small), worker.pid
+        )
+        report(f"{subscribers:,} subscribers", await run_broadcast(broadcasts, big), worker.pid)
+    finally:
+        worker.terminate()
+        await worker.wait()
+        await connection.close()
+        await client.drop_database(DATABASE)
+        await client.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.broadcast", description=__doc__)
+    parser.add_argument("--subscribers", type=int, default=100_000)
+    parser.add_argument("--sample", type=int, default=2_000, help="numbers subscribed one by one")
+    parser.add_argument("--batch-size", type=int, default=1_000)
+    args, _ = parser.parse_known_args()
+    print(f"machine: {os.cpu_count()} cores", flush=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-broadcast-") as folder,
+        provide_servers(Path(folder), persistent=False) as urls,
+    ):
+        asyncio.run(
+            measure(
+                Path(folder),
+                urls.amqp_url,
+                urls.mongo_url,
+                args.subscribers,
+                args.sample,
+                args.batch_size,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

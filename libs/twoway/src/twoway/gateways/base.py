@@ -1,0 +1,228 @@
+"""What every gateway dialect speaks in: plain values, no I/O.
+
+Outbound, a dialect turns an `OutboundSMS` into `GatewayRequest`s and classifies each
+`GatewayResponse` (`twoway.gateways.results`). Inbound, ingress hands it a `WebhookRequest` (the
+gateway's HTTP call, already read) and gets back `InboundSMS`es or `DeliveryEvent`s, and the
+`WebhookAnswer` the gateway expects. A post that cannot be understood raises `InvalidWebhook`.
+
+Our own message id travels through every gateway that reports deliveries (in the status callback
+URL, a client reference or callback data) as a *reference*: the message id, and the adapter that
+sent it when there is one, so that a delivery report reaches that adapter's events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, get_args
+from urllib.parse import urlencode
+
+from twoway.gateways.config import GatewayConfig
+from twoway.messages import DeliveryEvent, DeliveryStatus, InboundSMS
+from twoway.phone import InvalidPhoneNumber, normalise_phone
+
+Pairs = tuple[tuple[str, str], ...]
+
+DELIVERY_STATUSES: dict[str, DeliveryStatus] = {status: status for status in get_args(DeliveryStatus)}
+
+
+class InvalidWebhook(ValueError):
+    """A gateway's post we cannot understand (ingress answers 400 or 422 with `code`)."""
+
+    def __init__(self, message: str, *, code: str = "invalid_field", status: int = 422) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+@dataclass(frozen=True)
+class GatewayRequest:
+    """One HTTP request to a gateway. `params` go in the query string (bytes as they are)."""
+
+    method: str
+    url: str
+    params: Mapping[str, str | bytes] = field(default_factory=dict)
+    form: Mapping[str, str] | None = None
+    json: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    basic_auth: tuple[str, str] | None = None
+
+    def full_url(self) -> str:
+        """`url` with `params` appended, percent-encoded (UTF-8 for text, bytes verbatim)."""
+        if not self.params:
+            return self.url
+        return self.url + ("&" if "?" in self.url else "?") + urlencode(self.params)
+
+
+@dataclass(frozen=True)
+class GatewayResponse:
+    status: int
+    body: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        """The body as JSON; None when it is not JSON."""
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """A gateway's call to ingress, read and decoded: query and form pairs keep every value."""
+
+    method: str
+    url: str
+    """The URL as the gateway called it (scheme and host as a proxy forwarded them)."""
+    headers: Mapping[str, str]
+    """Lower-cased names."""
+    query: Pairs = ()
+    form: Pairs = ()
+    body: bytes = b""
+    content_type: str = ""
+    charset: str = "utf-8"
+    remote: str = ""
+
+    def fields(self) -> dict[str, str]:
+        """First value of every query and form parameter; the form's win."""
+        values: dict[str, str] = {}
+        for key, value in (*self.form, *self.query):
+            values.setdefault(key, value)
+        return values
+
+    def text(self) -> str:
+        try:
+            return self.body.decode(self.charset or "utf-8")
+        except (LookupError, UnicodeDecodeError) as error:
+            raise InvalidWebhook(f"the body is not {self.charset} text", code="bad_body") from error
+
+    def json_object(self) -> dict[str, Any]:
+        try:
+            document = json.loads(self.body)
+        except ValueError as error:
+            raise InvalidWebhook(
+                f"the body is not valid JSON: {error}", code="invalid_json", status=400
+            ) from error
+        if not isinstance(document, dict):
+            raise InvalidWebhook("the JSON body must be an object", code="invalid_json", status=400)
+        return document
+
+
+@dataclass(frozen=True)
+class WebhookAnswer:
+    status: int = 200
+    body: str = ""
+    content_type: str = "text/plain"
+
+
+EMPTY_ANSWER = WebhookAnswer()
+
+
+def encode_reference(message_id: str, adapter: str | None) -> str:
+    """Our reference for a message, carried by the gateway into its delivery reports."""
+    return f"{message_id}:{adapter or ''}"
+
+
+def decode_reference(reference: str) -> tuple[str, str | None]:
+    """(message id, adapter) from `encode_reference` (adapter names never contain ':'); a bare
+    message id (a gateway that echoes our id as its own) has no adapter."""
+    message_id, _, adapter = reference.rpartition(":")
+    if not message_id:
+        return reference, None
+    return message_id, adapter or None
+
+
+def callback_url(gateway: GatewayConfig) -> str | None:
+    """This gateway's delivery-report endpoint on our ingress; None without `public_url`."""
+    if gateway.public_url is None:
+        return None
+    return f"{str(gateway.public_url).rstrip('/')}/gateways/{gateway.id}/status"
+
+
+def status_url(gateway: GatewayConfig, reference: str, extra: str = "") -> str | None:
+    """`callback_url` for one message: our reference in its query, then `extra`."""
+    base = callback_url(gateway)
+    return None if base is None else f"{base}?{urlencode({'ref': reference})}{extra}"
+
+
+def require(values: Mapping[str, Any], name: str) -> str:
+    """A required, non-empty field as a string; `InvalidWebhook` naming it otherwise."""
+    value = values.get(name)
+    if value is None or value == "":
+        raise InvalidWebhook(f"{name} is required", code="missing_field")
+    return str(value)
+
+
+def string_params(values: Mapping[str, Any], skip: Sequence[str] = ()) -> dict[str, str]:
+    """Every scalar field as a string (for `InboundSMS.params`), nested values as JSON."""
+    params: dict[str, str] = {}
+    for key, value in values.items():
+        if key in skip or value is None:
+            continue
+        if isinstance(value, bool):
+            params[key] = "true" if value else "false"
+        elif isinstance(value, str | int | float):
+            params[key] = str(value)
+        else:
+            params[key] = json.dumps(value, separators=(",", ":"))
+    return params
+
+
+def inbound_message(
+    gateway: GatewayConfig,
+    region: str,
+    *,
+    sender: str,
+    text: str,
+    recipient: str = "",
+    gateway_message_id: str | None = None,
+    keyword: str = "",
+    params: Mapping[str, str] | None = None,
+) -> InboundSMS:
+    """The `InboundSMS` a dialect parsed, with the sender normalised to E.164."""
+    try:
+        normalised = normalise_phone(sender, region)
+    except InvalidPhoneNumber as error:
+        raise InvalidWebhook(f"sender: {error}") from error
+    return InboundSMS(
+        gateway_id=gateway.id,
+        gateway_message_id=gateway_message_id or None,
+        sender=normalised,
+        recipient=recipient,
+        text=text,
+        keyword=keyword,
+        params=dict(params or {}),
+    )
+
+
+def delivery_event(
+    gateway: GatewayConfig,
+    reference: str,
+    status: DeliveryStatus,
+    *,
+    gateway_message_id: str | None = None,
+    detail: str = "",
+) -> DeliveryEvent:
+    message_id, adapter = decode_reference(reference)
+    return DeliveryEvent(
+        correlation_id=message_id,
+        outbound_id=message_id,
+        status=status,
+        gateway_id=gateway.id,
+        gateway_message_id=gateway_message_id or None,
+        adapter=adapter,
+        detail=detail,
+    )
+
+
+def hmac_hex(secret: str, payload: bytes, algorithm: str = "sha256") -> str:
+    return hmac.new(secret.encode(), payload, getattr(hashlib, algorithm)).hexdigest()
+
+
+def same(expected: str, given: str | None) -> bool:
+    """Constant-time comparison of a signature or token; a missing one never matches."""
+    return given is not None and hmac.compare_digest(expected.encode(), given.encode())

@@ -1,0 +1,1 @@
+"""Example adapter: JOIN / LEAVE keywords subscribe the sender to event sources."""

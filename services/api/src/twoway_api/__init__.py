@@ -1,0 +1,1 @@
+"""The api: Twoway's control plane over REST, described by its own OpenAPI document."""

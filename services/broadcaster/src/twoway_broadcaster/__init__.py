@@ -1,0 +1,1 @@
+"""The broadcaster: a worker that fans broadcasts out to event sources' subscribers."""

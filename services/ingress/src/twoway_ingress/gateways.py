@@ -1,0 +1,222 @@
+"""`/gateways/{gateway_id}/inbound` and `/gateways/{gateway_id}/status`: each gateway's dialect.
+
+A gateway posts MO (inbound) or delivery reports (status) in its own shape; its dialect
+(`twoway.gateways.DIALECTS`) parses them into `InboundSMS` (to `sms.inbound`) or `DeliveryEvent`
+(to `sms.events`). Answers: 404 JSON for an unknown gateway; 403 when the post fails the
+gateway's authenticity checks (logged with the reason, never the body); 400/422 JSON for a post we
+cannot understand; 503 when the broker did not confirm (the gateway retries); otherwise the
+answer the gateway expects (an empty body for Kannel, so that it sends no reply SMS; empty TwiML
+for Twilio), only once every message of the post is confirmed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from ipaddress import ip_address, ip_network
+from typing import TypeVar
+from urllib.parse import parse_qsl
+
+import structlog
+from aiohttp import web
+
+from twoway import metrics
+from twoway.broker import PublishFailed
+from twoway.gateways import DIALECTS, Dialect
+from twoway.gateways.authenticity import check_configuration, refusal
+from twoway.gateways.base import InvalidWebhook, WebhookAnswer, WebhookRequest
+from twoway.gateways.config import GatewayConfig, GatewaysConfig, GatewaySecrets
+from twoway.messages import DeliveryEvent, Envelope, InboundSMS
+from twoway.service import PUBLISHER
+from twoway.topology import EVENTS_EXCHANGE, INBOUND_EXCHANGE, event_key, inbound_key
+from twoway_ingress.errors import InvalidRequest, error_response
+from twoway_ingress.settings import IngressSettings
+
+log = structlog.get_logger(__name__)
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Gateway:
+    config: GatewayConfig
+    dialect: Dialect
+    secrets: GatewaySecrets
+
+
+@dataclass(frozen=True)
+class GatewayEndpoints:
+    gateways: dict[str, Gateway]
+    settings: IngressSettings
+
+
+ENDPOINTS = web.AppKey("gateway_endpoints", GatewayEndpoints)
+
+
+def _client_address(request: web.Request, settings: IngressSettings) -> str:
+    """The peer's address; behind a trusted proxy, the last untrusted X-Forwarded-For hop."""
+    peer = request.remote or ""
+    trusted = [ip_network(network) for network in settings.trusted_proxies]
+
+    def is_trusted(address: str) -> bool:
+        try:
+            return any(ip_address(address) in network for network in trusted)
+        except ValueError:
+            return False
+
+    if not is_trusted(peer):
+        return peer
+    hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",")]
+    for hop in reversed([hop for hop in hops if hop]):
+        if not is_trusted(hop):
+            return hop
+    return peer
+
+
+def public_url(request: web.Request) -> str:
+    """The URL the gateway called: scheme and host as a proxy forwarded them, path as sent."""
+    scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
+    host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
+    return f"{scheme}://{host}{request.raw_path}"
+
+
+async def read_webhook(request: web.Request, settings: IngressSettings) -> WebhookRequest:
+    body = await request.read() if request.body_exists else b""
+    charset = request.charset or "utf-8"
+    form: tuple[tuple[str, str], ...] = ()
+    if request.content_type == FORM_TYPE and body:
+        try:
+            form = tuple(parse_qsl(body.decode(charset), keep_blank_values=True))
+        except (LookupError, UnicodeDecodeError) as error:
+            raise InvalidRequest(400, "bad_body", f"the form is not {charset} text") from error
+    return WebhookRequest(
+        method=request.method,
+        url=public_url(request),
+        headers={name.lower(): value for name, value in request.headers.items()},
+        query=tuple(request.query.items()),
+        form=form,
+        body=body,
+        content_type=request.content_type,
+        charset=charset,
+        remote=_client_address(request, settings),
+    )
+
+
+async def _accept(request: web.Request) -> tuple[Gateway, WebhookRequest]:
+    """The gateway and its post, authenticated; 404 or 403 otherwise."""
+    endpoints = request.app[ENDPOINTS]
+    gateway_id = request.match_info["gateway_id"]
+    gateway = endpoints.gateways.get(gateway_id)
+    if gateway is None:
+        raise InvalidRequest(404, "unknown_gateway", f"no gateway {gateway_id!r} is configured")
+    webhook = await read_webhook(request, endpoints.settings)
+    reason = refusal(gateway.config, gateway.dialect, webhook, gateway.secrets)
+    if reason is not None:
+        log.warning(
+            "gateway_post_refused", gateway_id=gateway_id, reason=reason, remote=webhook.remote
+        )
+        raise InvalidRequest(403, "forbidden", "this post is not from the gateway")
+    token_param = gateway.config.inbound.token_param
+    if gateway.secrets.inbound_token is not None:
+        webhook = replace(webhook, query=tuple(p for p in webhook.query if p[0] != token_param))
+    return gateway, webhook
+
+
+async def _publish_all(
+    request: web.Request, messages: list[tuple[Envelope, str, str]]
+) -> web.Response | None:
+    """Publish every (message, exchange, routing key); a 503 answer if the broker did not."""
+    publisher = request.app[PUBLISHER]
+    for message, exchange, routing_key in messages:
+        try:
+            await publisher.publish(
+                message,
+                exchange=exchange,
+                routing_key=routing_key,
+                mandatory=exchange != EVENTS_EXCHANGE,
+            )
+        except PublishFailed as error:
+            log.error("gateway_post_not_accepted", error=str(error))
+            retry_after = request.app[ENDPOINTS].settings.retry_after_seconds
+            return error_response(
+                503,
+                "broker_unavailable",
+                "the post could not be queued; retry later",
+                headers={"Retry-After": str(retry_after)},
+            )
+    return None
+
+
+def _respond(answer: WebhookAnswer) -> web.Response:
+    return web.Response(status=answer.status, text=answer.body, content_type=answer.content_type)
+
+
+def _parsed(parse: Callable[[], list[T]]) -> list[T]:
+    try:
+        return parse()
+    except InvalidWebhook as error:
+        raise InvalidRequest(error.status, error.code, str(error)) from error
+
+
+async def gateway_inbound(request: web.Request) -> web.Response:
+    gateway, webhook = await _accept(request)
+    region = request.app[ENDPOINTS].settings.default_region
+    messages: list[InboundSMS] = _parsed(
+        lambda: gateway.dialect.parse_inbound(gateway.config, webhook, region)
+    )
+    refused = await _publish_all(
+        request,
+        [(message, INBOUND_EXCHANGE, inbound_key(message.gateway_id)) for message in messages],
+    )
+    if refused is not None:
+        return refused
+    for message in messages:
+        metrics.INBOUND_RECEIVED.labels(gateway=message.gateway_id).inc()
+        log.info(
+            "inbound_accepted",
+            message_id=message.message_id,
+            gateway_id=message.gateway_id,
+            sender=message.sender,
+        )
+    return _respond(gateway.dialect.answer("inbound"))
+
+
+async def gateway_status(request: web.Request) -> web.Response:
+    gateway, webhook = await _accept(request)
+    events: list[DeliveryEvent] = _parsed(
+        lambda: gateway.dialect.parse_status(gateway.config, webhook)
+    )
+    refused = await _publish_all(
+        request,
+        [(event, EVENTS_EXCHANGE, event_key(event.status, event.adapter)) for event in events],
+    )
+    if refused is not None:
+        return refused
+    for event in events:
+        metrics.DELIVERY_REPORTS.labels(gateway=event.gateway_id, status=event.status).inc()
+        log.info(
+            "delivery_report",
+            gateway_id=event.gateway_id,
+            outbound_id=event.outbound_id,
+            status=event.status,
+        )
+    return _respond(gateway.dialect.answer("status"))
+
+
+def add_gateway_routes(
+    app: web.Application, gateways: GatewaysConfig, settings: IngressSettings
+) -> None:
+    """Register the routes; fails at start on a missing secret or an impossible check."""
+    secrets = gateways.secrets(os.environ)
+    configured: dict[str, Gateway] = {}
+    for config in gateways.gateways:
+        dialect = DIALECTS[config.type]
+        check_configuration(config, dialect)
+        configured[config.id] = Gateway(config, dialect, secrets[config.id])
+    app[ENDPOINTS] = GatewayEndpoints(configured, settings)
+    for method in ("GET", "POST"):
+        app.router.add_route(method, "/gateways/{gateway_id}/inbound", gateway_inbound)
+        app.router.add_route(method, "/gateways/{gateway_id}/status", gateway_status)

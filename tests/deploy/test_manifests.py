@@ -1,0 +1,277 @@
+"""The Kubernetes manifests: each overlay renders, every resource validates against its schema,
+and every Deployment has what running in production takes."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+
+from tests.deploy.project import (
+    OVERLAYS,
+    Resource,
+    load_compose,
+    name,
+    of_kind,
+    parse_dockerfile,
+    rendered_overlay,
+    validate_resource,
+)
+from twoway.topology import OUTBOUND_BULK_QUEUE, OUTBOUND_QUEUE, adapter_queue
+
+pytestmark = pytest.mark.deploy
+
+PUBLIC_SERVICES = {"twoway-ingress", "twoway-api"}
+PRE_STOP_SECONDS = 5
+SHUTDOWN_SECONDS = 10
+"""aiohttp's shutdown timeout in twoway.service.run_service."""
+
+
+def every_resource() -> list[Any]:
+    return [
+        pytest.param(resource, id=f"{overlay}-{resource['kind']}-{name(resource)}")
+        for overlay in OVERLAYS
+        for resource in rendered_overlay(overlay)
+    ]
+
+
+def every_deployment() -> list[Any]:
+    return [
+        pytest.param(overlay, deployment, id=f"{overlay}-{name(deployment)}")
+        for overlay in OVERLAYS
+        for deployment in of_kind(rendered_overlay(overlay), "Deployment")
+    ]
+
+
+def container(deployment: Resource) -> dict[str, Any]:
+    [app] = deployment["spec"]["template"]["spec"]["containers"]
+    value: dict[str, Any] = app
+    return value
+
+
+def env(deployment: Resource) -> dict[str, dict[str, Any]]:
+    return {variable["name"]: variable for variable in container(deployment)["env"]}
+
+
+def config_value(overlay: str, key: str) -> str:
+    [config] = [
+        c for c in of_kind(rendered_overlay(overlay), "ConfigMap") if key in c.get("data", {})
+    ]
+    value: str = config["data"][key]
+    return value
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    matches = selector.get("matchLabels", {})
+    expressions = selector.get("matchExpressions", [])
+    return all(labels.get(key) == value for key, value in matches.items()) and all(
+        expression["operator"] == "In" and labels.get(expression["key"]) in expression["values"]
+        for expression in expressions
+    )
+
+
+@pytest.mark.parametrize("resource", every_resource())
+def test_every_resource_is_valid_against_its_schema(resource: Resource) -> None:
+    validate_resource(resource)
+
+
+Mistake = Callable[[Resource], object]
+
+
+@pytest.mark.parametrize(
+    ("kind", "mistake", "error"),
+    [
+        pytest.param(
+            "Deployment",
+            lambda d: d["spec"]["template"]["spec"].update(terminationGracePeriod=30),
+            kubernetes_validate.ValidationError,
+            id="kubernetes-unknown-field",
+        ),
+        pytest.param(
+            "ScaledObject",
+            lambda d: d["spec"].update(minReplicas=0),
+            jsonschema.ValidationError,
+            id="keda-unknown-field",
+        ),
+        pytest.param(
+            "RabbitmqCluster",
+            lambda d: d["spec"].update(replicas="three"),
+            jsonschema.ValidationError,
+            id="rabbitmq-wrong-type",
+        ),
+        pytest.param(
+            "MongoDBCommunity",
+            lambda d: d["spec"].pop("users"),
+            jsonschema.ValidationError,
+            id="mongodb-missing-field",
+        ),
+        pytest.param(
+            "PodMonitor",
+            lambda d: d.update(kind="Gadget"),
+            kubernetes_validate.SchemaNotFoundError,
+            id="unknown-kind",
+        ),
+    ],
+)
+def test_an_invalid_resource_is_refused(
+    kind: str, mistake: Mistake, error: type[Exception]
+) -> None:
+    [resource] = copy.deepcopy(of_kind(rendered_overlay("production"), kind)[:1])
+    mistake(resource)
+    with pytest.raises(error):
+        validate_resource(resource)
+
+
+@pytest.mark.parametrize(("overlay", "deployment"), every_deployment())
+def test_every_deployment_is_probed_limited_and_locked_down(
+    overlay: str, deployment: Resource
+) -> None:
+    pod = deployment["spec"]["template"]["spec"]
+    app = container(deployment)
+    ports = {port["name"]: port["containerPort"] for port in app["ports"]}
+    assert list(ports) == ["http"]
+    assert int(env(deployment)["TWOWAY_PORT"]["value"]) == ports["http"]
+
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        assert app[probe]["httpGet"] == {"path": path, "port": "http"}, probe
+    for kind in ("requests", "limits"):
+        assert set(app["resources"][kind]) == {"cpu", "memory"}, kind
+
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    security = app["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+
+
+@pytest.mark.parametrize(("overlay", "deployment"), every_deployment())
+def test_every_deployment_drains_before_it_stops(overlay: str, deployment: Resource) -> None:
+    pod = deployment["spec"]["template"]["spec"]
+    assert container(deployment)["lifecycle"]["preStop"] == {
+        "exec": {"command": ["sleep", str(PRE_STOP_SECONDS)]}
+    }
+    grace = float(config_value(overlay, "TWOWAY_SHUTDOWN_GRACE"))
+    assert pod["terminationGracePeriodSeconds"] > PRE_STOP_SECONDS + grace + SHUTDOWN_SECONDS
+
+
+@pytest.mark.parametrize(("overlay", "deployment"), every_deployment())
+def test_settings_come_from_config_maps_and_secrets_by_reference(
+    overlay: str, deployment: Resource
+) -> None:
+    resources = rendered_overlay(overlay)
+    variables = env(deployment)
+    for variable in variables.values():
+        assert ("value" in variable) != ("valueFrom" in variable), variable
+        assert "@" not in variable.get("value", ""), f"a credential in {variable['name']}"
+    for url in ("TWOWAY_AMQP_URL", "TWOWAY_MONGO_URL"):
+        assert "secretKeyRef" in variables[url]["valueFrom"], url
+    config_maps = {name(c) for c in of_kind(resources, "ConfigMap")}
+    sources = container(deployment)["envFrom"]
+    assert {s["configMapRef"]["name"] for s in sources if "configMapRef" in s} <= config_maps
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    assert {v["configMap"]["name"] for v in volumes if "configMap" in v} <= config_maps
+    gateways_file = config_value(overlay, "TWOWAY_GATEWAYS_FILE")
+    mounts = {mount["mountPath"] for mount in container(deployment)["volumeMounts"]}
+    assert gateways_file.rsplit("/", 1)[0] in mounts
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_deployment_has_a_disruption_budget(overlay: str) -> None:
+    resources = rendered_overlay(overlay)
+    budgets = of_kind(resources, "PodDisruptionBudget")
+    for deployment in of_kind(resources, "Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert any(selects(b["spec"]["selector"], labels) for b in budgets), name(deployment)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_autoscaled_deployments_leave_replicas_to_their_autoscaler(overlay: str) -> None:
+    resources = rendered_overlay(overlay)
+    scaled = [o["spec"]["scaleTargetRef"]["name"] for o in of_kind(resources, "ScaledObject")]
+    scaled += [
+        h["spec"]["scaleTargetRef"]["name"] for h in of_kind(resources, "HorizontalPodAutoscaler")
+    ]
+    assert len(scaled) == len(set(scaled)), "a Deployment with two autoscalers"
+    for deployment in of_kind(resources, "Deployment"):
+        assert ("replicas" in deployment["spec"]) != (name(deployment) in scaled), name(deployment)
+    assert "twoway-ingress" in scaled
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_adapters_and_outbound_scale_on_their_own_queues(overlay: str) -> None:
+    resources = rendered_overlay(overlay)
+    authentications = {name(a) for a in of_kind(resources, "TriggerAuthentication")}
+    queues: dict[str, set[str]] = {}
+    for scaled in of_kind(resources, "ScaledObject"):
+        triggers = scaled["spec"]["triggers"]
+        assert all(t["type"] == "rabbitmq" for t in triggers)
+        assert all(t["authenticationRef"]["name"] in authentications for t in triggers)
+        queues[scaled["spec"]["scaleTargetRef"]["name"]] = {
+            t["metadata"]["queueName"] for t in triggers
+        }
+    assert queues.pop("twoway-outbound") == {OUTBOUND_QUEUE, OUTBOUND_BULK_QUEUE}
+    adapters = [
+        d
+        for d in of_kind(resources, "Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == "adapter"
+    ]
+    assert adapters
+    for adapter in adapters:
+        adapter_name = name(adapter).removeprefix("twoway-adapter-")
+        assert queues.pop(name(adapter)) == {adapter_queue(adapter_name)}
+    assert queues == {}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_ingress_and_api_take_outside_traffic(overlay: str) -> None:
+    resources = rendered_overlay(overlay)
+    [ingress] = of_kind(resources, "Ingress")
+    backends = {
+        path["backend"]["service"]["name"]
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    }
+    assert backends == PUBLIC_SERVICES
+    policies = of_kind(resources, "NetworkPolicy")
+    deny = [p for p in policies if "ingress" not in p["spec"]]
+    for deployment in of_kind(resources, "Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert any(selects(p["spec"]["podSelector"], labels) for p in deny), name(deployment)
+        open_to_all = [
+            p
+            for p in policies
+            if selects(p["spec"]["podSelector"], labels)
+            and any("from" not in rule for rule in p["spec"].get("ingress", []))
+        ]
+        assert bool(open_to_all) == (name(deployment) in PUBLIC_SERVICES), name(deployment)
+
+
+def test_the_dev_overlay_runs_every_image_with_compose_settings() -> None:
+    resources = rendered_overlay("dev")
+    compose = load_compose()["services"]
+    images = {}
+    for deployment in of_kind(resources, "Deployment"):
+        image = container(deployment)["image"]
+        images[image.removeprefix("twoway/").removesuffix(":dev")] = deployment
+    assert set(images) == set(parse_dockerfile().targets)
+    for target, deployment in images.items():
+        assert (
+            env(deployment)["TWOWAY_PORT"]["value"] == compose[target]["environment"]["TWOWAY_PORT"]
+        )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_backends_are_replicated(overlay: str) -> None:
+    resources = rendered_overlay(overlay)
+    [rabbitmq] = of_kind(resources, "RabbitmqCluster")
+    [mongodb] = of_kind(resources, "MongoDBCommunity")
+    expected = 1 if overlay == "dev" else 3
+    assert rabbitmq["spec"]["replicas"] == expected
+    assert mongodb["spec"]["members"] == expected
+    assert mongodb["spec"]["type"] == "ReplicaSet"

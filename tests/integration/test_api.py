@@ -1,0 +1,363 @@
+"""The api's REST contract on real sockets, RabbitMQ and MongoDB: status codes, JSON error
+bodies and the bearer token."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from tests.support.broker import delete_queues, drain
+from tests.support.servers import serving
+from twoway.messages import EventSource, HandlerRegistration, StartBroadcast
+from twoway.registry import HandlerRegistry
+from twoway.storage import Document
+from twoway.subscriptions import EventSourceRegistry
+from twoway.topology import BROADCAST_EVENTS_QUEUE, BROADCASTS_QUEUE, dead_letter_queue
+from twoway_api.app import create_app
+from twoway_api.resources import OPERATIONS
+from twoway_api.settings import ApiSettings
+
+pytestmark = [pytest.mark.rabbit, pytest.mark.mongo]
+
+TOKEN = "test-token"
+NEWS = "bank.News"
+PHONE = "+15551234567"
+BROADCAST_QUEUES = [
+    name
+    for queue in (BROADCASTS_QUEUE, BROADCAST_EVENTS_QUEUE)
+    for name in (queue, dead_letter_queue(queue))
+]
+
+
+@dataclass(frozen=True)
+class Api:
+    url: str
+    http: aiohttp.ClientSession
+
+    async def call(
+        self, method: str, path: str, *, token: str | None = TOKEN, **kwargs: Any
+    ) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.http.request(
+            method, self.url + path, headers=headers, **kwargs
+        ) as response:
+            if response.status == 204:
+                return 204, None
+            assert response.content_type == "application/json", await response.text()
+            return response.status, await response.json()
+
+
+@pytest.fixture
+async def api(
+    make_settings: Callable[..., Any],
+    amqp: AbstractRobustConnection,
+    mongo_db: AsyncDatabase[Document],
+) -> AsyncIterator[Api]:
+    await delete_queues(amqp, BROADCAST_QUEUES)
+    await EventSourceRegistry(mongo_db).replace_adapter_sources(
+        "bank", [EventSource(name=NEWS, adapter="bank", description="headlines")]
+    )
+    settings = make_settings(ApiSettings, api_token=TOKEN)
+    async with serving(create_app(settings)) as url, aiohttp.ClientSession() as http:
+        yield Api(url, http)
+
+
+def _error(body: dict[str, Any], code: str, field: str | None = None) -> None:
+    assert body["error"] == code
+    assert body["message"]
+    assert body.get("field") == field
+
+
+SAMPLE_PATHS = {
+    "{event_source}": NEWS,
+    "{phone}": PHONE,
+    "{broadcast_id}": "01JAAAAAAAAAAAAAAAAAAAAAAA",
+}
+
+
+def _sample_path(path: str) -> str:
+    for placeholder, value in SAMPLE_PATHS.items():
+        path = path.replace(placeholder, value)
+    return path
+
+
+PROTECTED = [
+    pytest.param(op.method, _sample_path(op.path), id=f"{op.method} {op.path}") for op in OPERATIONS
+]
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+@pytest.mark.parametrize(
+    ("authorization", "status", "code"),
+    [
+        pytest.param(None, 401, "unauthorized", id="missing"),
+        pytest.param("Basic dGVzdDp0ZXN0", 401, "unauthorized", id="not-bearer"),
+        pytest.param("Bearer ", 401, "unauthorized", id="empty-bearer"),
+        pytest.param("Bearer wrong-token", 403, "forbidden", id="wrong-token"),
+    ],
+)
+async def test_every_call_needs_the_token(
+    api: Api, method: str, path: str, authorization: str | None, status: int, code: str
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    async with api.http.request(
+        method, api.url + path, headers=headers, json={"phone": PHONE, "text": "hi"}
+    ) as response:
+        assert response.status == status
+        body = await response.json()
+        if status == 401:
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    _error(body, code)
+
+
+async def test_the_openapi_document_is_public(api: Api) -> None:
+    status, document = await api.call("GET", "/openapi.json", token=None)
+    assert status == 200
+    assert document["openapi"].startswith("3.1")
+    assert "/event-sources/{event_source}/notifications" in document["paths"]
+
+
+async def test_subscribe_creates_then_updates(api: Api) -> None:
+    path = f"/event-sources/{NEWS}/subscriptions"
+    status, created = await api.call("POST", path, json={"phone": "(555) 123-4567"})
+    assert status == 201
+    assert (created["event_source"], created["phone"], created["alias"]) == (NEWS, PHONE, None)
+
+    status, again = await api.call("POST", path, json={"phone": PHONE, "alias": "Ann"})
+    assert status == 200
+    assert again == {**created, "alias": "Ann"}
+
+    status, fetched = await api.call("GET", f"{path}/%2B15551234567")
+    assert (status, fetched) == (200, again)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code", "field"),
+    [
+        pytest.param(
+            {"json": {"phone": "not a number"}}, 422, "invalid_field", "phone", id="phone"
+        ),
+        pytest.param({"json": {}}, 422, "invalid_field", "phone", id="no-phone"),
+        pytest.param(
+            {"json": {"phone": PHONE, "colour": "red"}}, 422, "invalid_field", "colour", id="extra"
+        ),
+        pytest.param(
+            {"json": {"phone": PHONE, "options": "x"}},
+            422,
+            "invalid_field",
+            "options",
+            id="options",
+        ),
+        pytest.param({"json": [PHONE]}, 400, "invalid_json", None, id="not-an-object"),
+        pytest.param(
+            {"data": b'{"phone": ', "headers": {"Content-Type": "application/json"}},
+            400,
+            "invalid_json",
+            None,
+            id="broken-json",
+        ),
+        pytest.param({"data": {"phone": PHONE}}, 415, "unsupported_media_type", None, id="form"),
+    ],
+)
+async def test_a_bad_subscription_body_is_refused_naming_the_field(
+    api: Api, kwargs: dict[str, Any], status: int, code: str, field: str | None
+) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}", **kwargs.pop("headers", {})}
+    async with api.http.post(
+        f"{api.url}/event-sources/{NEWS}/subscriptions", headers=headers, **kwargs
+    ) as response:
+        assert response.status == status
+        _error(await response.json(), code, field)
+
+
+@pytest.mark.parametrize("source", ["bank.Unknown", "no-dot"])
+async def test_subscribing_to_an_undeclared_source_is_404(api: Api, source: str) -> None:
+    status, body = await api.call(
+        "POST", f"/event-sources/{source}/subscriptions", json={"phone": PHONE}
+    )
+    assert status == 404
+    _error(body, "unknown_event_source", "event_source")
+
+
+async def test_get_and_delete_of_an_absent_subscription_are_404(api: Api) -> None:
+    path = f"/event-sources/{NEWS}/subscriptions/{PHONE}"
+    for method in ("GET", "DELETE"):
+        status, body = await api.call(method, path)
+        assert status == 404
+        _error(body, "not_subscribed", "phone")
+    status, body = await api.call("GET", f"/event-sources/{NEWS}/subscriptions/not-a-number")
+    assert status == 422
+    _error(body, "invalid_field", "phone")
+
+
+async def test_delete_unsubscribes(api: Api) -> None:
+    path = f"/event-sources/{NEWS}/subscriptions"
+    await api.call("POST", path, json={"phone": PHONE})
+    assert await api.call("DELETE", f"{path}/{PHONE}") == (204, None)
+    status, _ = await api.call("GET", f"{path}/{PHONE}")
+    assert status == 404
+
+
+async def test_list_pages_with_a_cursor_and_count(api: Api) -> None:
+    path = f"/event-sources/{NEWS}/subscriptions"
+    phones = [f"+1555000{n:04d}" for n in range(5)]
+    for phone in phones:
+        await api.call("POST", path, json={"phone": phone})
+
+    seen: list[str] = []
+    params: dict[str, Any] = {"limit": 2}
+    while True:
+        status, page = await api.call("GET", path, params=params)
+        assert status == 200
+        seen += [item["phone"] for item in page["items"]]
+        if page["next_cursor"] is None:
+            break
+        params = {"limit": 2, "cursor": page["next_cursor"]}
+
+    assert seen == phones
+    assert await api.call("GET", f"{path}/count") == (200, {"event_source": NEWS, "count": 5})
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        pytest.param({"limit": 0}, "limit", id="limit-zero"),
+        pytest.param({"limit": 5000}, "limit", id="limit-too-big"),
+        pytest.param({"limit": "many"}, "limit", id="limit-not-a-number"),
+        pytest.param({"cursor": "%%%"}, "cursor", id="bad-cursor"),
+        pytest.param({"sort": "phone"}, "sort", id="unknown-parameter"),
+    ],
+)
+async def test_bad_list_parameters_are_422(api: Api, params: dict[str, Any], field: str) -> None:
+    status, body = await api.call("GET", f"/event-sources/{NEWS}/subscriptions", params=params)
+    assert status == 422
+    _error(body, "invalid_field", field)
+
+
+async def test_event_sources_are_listed_and_fetched(api: Api) -> None:
+    source = {"name": NEWS, "adapter": "bank", "description": "headlines"}
+    assert await api.call("GET", "/event-sources") == (200, {"items": [source]})
+    assert await api.call("GET", f"/event-sources/{NEWS}") == (200, source)
+    status, body = await api.call("GET", "/event-sources/bank.Unknown")
+    assert status == 404
+    _error(body, "unknown_event_source", "event_source")
+
+
+async def test_a_notification_is_accepted_and_queued_for_the_broadcaster(
+    api: Api, amqp: AbstractRobustConnection
+) -> None:
+    async with api.http.post(
+        f"{api.url}/event-sources/{NEWS}/notifications",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        json={"text": "Markets are up", "sender": "12345"},
+    ) as response:
+        assert response.status == 202
+        broadcast = await response.json()
+        assert response.headers["Location"] == f"/broadcasts/{broadcast['broadcast_id']}"
+    assert (broadcast["status"], broadcast["text"], broadcast["event_source"]) == (
+        "queued",
+        "Markets are up",
+        NEWS,
+    )
+
+    [command] = await drain(amqp, BROADCASTS_QUEUE, expect=1)
+    assert (
+        StartBroadcast.model_validate_json(command.body).broadcast_id == broadcast["broadcast_id"]
+    )
+    status, progress = await api.call("GET", f"/broadcasts/{broadcast['broadcast_id']}")
+    assert status == 200
+    assert {key: progress[key] for key in ("targeted", "queued", "skipped_opted_out")} == {
+        "targeted": 0,
+        "queued": 0,
+        "skipped_opted_out": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("source", "body", "status", "code", "field"),
+    [
+        pytest.param(NEWS, {"text": ""}, 422, "invalid_field", "text", id="empty-text"),
+        pytest.param(NEWS, {}, 422, "invalid_field", "text", id="no-text"),
+        pytest.param(
+            NEWS,
+            {"text": "x", "not_after": "tomorrow"},
+            422,
+            "invalid_field",
+            "not_after",
+            id="bad-expiry",
+        ),
+        pytest.param(
+            "bank.Unknown",
+            {"text": "x"},
+            404,
+            "unknown_event_source",
+            "event_source",
+            id="unknown-source",
+        ),
+    ],
+)
+async def test_a_bad_notification_is_refused_and_nothing_is_queued(
+    api: Api,
+    amqp: AbstractRobustConnection,
+    source: str,
+    body: dict[str, Any],
+    status: int,
+    code: str,
+    field: str,
+) -> None:
+    got, error = await api.call("POST", f"/event-sources/{source}/notifications", json=body)
+    assert got == status
+    _error(error, code, field)
+    assert await drain(amqp, BROADCASTS_QUEUE, expect=1, within=0.2) == []
+
+
+async def test_an_unknown_broadcast_is_404(api: Api) -> None:
+    status, body = await api.call("GET", "/broadcasts/01JAAAAAAAAAAAAAAAAAAAAAAA")
+    assert status == 404
+    _error(body, "not_found", "broadcast_id")
+
+
+async def test_handlers_are_listed_in_matching_order(
+    api: Api, mongo_db: AsyncDatabase[Document]
+) -> None:
+    registry = HandlerRegistry(mongo_db)
+    await registry.replace_adapter_handlers(
+        "echo", [HandlerRegistration(adapter="echo", handler="echo", filter={"keyword": "ECHO"})]
+    )
+    await registry.replace_adapter_handlers(
+        "bank",
+        [HandlerRegistration(adapter="bank", handler="bal", filter={"keyword": "BAL"}, priority=5)],
+    )
+
+    status, body = await api.call("GET", "/handlers")
+    assert status == 200
+    assert [(h["adapter"], h["handler"]) for h in body["items"]] == [
+        ("bank", "bal"),
+        ("echo", "echo"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        pytest.param("GET", "/nothing-here", 404, "not_found", id="unknown-path"),
+        pytest.param("PUT", "/event-sources", 405, "method_not_allowed", id="wrong-method"),
+    ],
+)
+async def test_unknown_routes_answer_json_errors(
+    api: Api, method: str, path: str, status: int, code: str
+) -> None:
+    got, body = await api.call(method, path)
+    assert got == status
+    _error(body, code)
+
+
+async def test_the_api_does_not_start_without_a_token(make_settings: Callable[..., Any]) -> None:
+    with pytest.raises(ValueError, match="api_token"):
+        make_settings(ApiSettings)

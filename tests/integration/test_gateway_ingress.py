@@ -1,0 +1,273 @@
+"""`/gateways/{id}/inbound` and `/status` on a real broker, one gateway of each kind.
+
+Every dialect owes the same checks: an unknown gateway is 404 JSON, a post failing the gateway's
+authenticity checks is 403 and logged without its body, the answer is the one that gateway
+expects, and what it posted is on the broker before it is answered.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import structlog
+from aio_pika.abc import AbstractRobustConnection
+from twilio.request_validator import RequestValidator
+
+from tests.support.broker import drain, queue_length
+from tests.support.servers import serving
+from twoway.messages import DeliveryEvent, InboundSMS
+from twoway.service import AMQP_CONNECTION
+from twoway.topology import EVENTS_EXCHANGE, INBOUND_EXCHANGE, declare_exchanges
+from twoway_ingress.app import create_app
+from twoway_ingress.settings import IngressSettings
+
+pytestmark = pytest.mark.rabbit
+
+CAPTURE_QUEUE = "test.gateway-ingress.capture"
+TOKEN = "twilio-auth-token"
+SENDER = "+15558675310"
+
+GATEWAYS = """
+default_gateway: kannel
+gateways:
+  - id: kannel
+    type: kannel
+    url: http://127.0.0.1:1/cgi-bin/sendsms
+    account: twoway
+    secret: TEST_KANNEL_PASSWORD
+    inbound: {token: TEST_KANNEL_TOKEN}
+  - id: twilio
+    type: twilio
+    url: http://127.0.0.1:1
+    account: ACXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX
+    secret: TEST_TWILIO_TOKEN
+  - id: infobip
+    type: infobip
+    url: http://127.0.0.1:1
+    secret: TEST_INFOBIP_KEY
+    inbound: {allow_from: [127.0.0.0/8]}
+  - id: office
+    type: webhook
+    url: http://127.0.0.1:1/sms
+    inbound: {allow_from: [192.0.2.0/24]}
+"""
+
+
+@pytest.fixture
+async def ingress(
+    make_settings: Callable[..., Any],
+    amqp: AbstractRobustConnection,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
+    config = tmp_path / "gateways.yaml"
+    config.write_text(GATEWAYS)
+    for name, value in {
+        "TEST_KANNEL_PASSWORD": "pw",
+        "TEST_KANNEL_TOKEN": "k-token",
+        "TEST_TWILIO_TOKEN": TOKEN,
+        "TEST_INFOBIP_KEY": "key",
+    }.items():
+        monkeypatch.setenv(name, value)
+    channel = await amqp.channel()
+    await declare_exchanges(channel)
+    queue = await channel.declare_queue(CAPTURE_QUEUE, exclusive=False, auto_delete=False)
+    await queue.purge()
+    await queue.bind(INBOUND_EXCHANGE, routing_key="#")
+    await queue.bind(EVENTS_EXCHANGE, routing_key="#")
+    app = create_app(make_settings(IngressSettings, gateways_file=config))
+    async with serving(app) as url, aiohttp.ClientSession() as http:
+        yield url, http
+    await queue.delete(if_unused=False, if_empty=False)
+    await channel.close()
+
+
+async def captured(amqp: AbstractRobustConnection, expect: int) -> list[Any]:
+    messages = await drain(amqp, CAPTURE_QUEUE, expect=expect)
+    return [json.loads(message.body) for message in messages]
+
+
+async def test_kannel_post_url_is_queued_and_answered_empty(
+    ingress: tuple[str, aiohttp.ClientSession], amqp: AbstractRobustConnection
+) -> None:
+    url, http = ingress
+    async with http.post(
+        f"{url}/gateways/kannel/inbound?token=k-token&smsc=smsc1&id=7c1e",
+        data="BAL naïve".encode(),
+        headers={
+            "Content-Type": "text/plain; charset=UTF-8",
+            "X-Kannel-From": SENDER,
+            "X-Kannel-To": "12345",
+        },
+    ) as response:
+        assert response.status == 200
+        assert await response.read() == b""
+    [document] = await captured(amqp, 1)
+    message = InboundSMS.model_validate(document)
+    assert (message.gateway_id, message.sender, message.text, message.keyword) == (
+        "kannel",
+        SENDER,
+        "BAL naïve",
+        "BAL",
+    )
+    assert message.params == {"smsc": "smsc1", "id": "7c1e"}  # the token is not kept
+
+
+async def test_kannel_delivery_report_is_a_delivery_event(
+    ingress: tuple[str, aiohttp.ClientSession], amqp: AbstractRobustConnection
+) -> None:
+    url, http = ingress
+    query = {"token": "k-token", "ref": "01JDQ6:bank", "type": "1", "smsc_id": "ab12"}
+    async with http.get(f"{url}/gateways/kannel/status", params=query) as response:
+        assert response.status == 200
+    [document] = await captured(amqp, 1)
+    event = DeliveryEvent.model_validate(document)
+    assert (event.outbound_id, event.adapter, event.status, event.gateway_message_id) == (
+        "01JDQ6",
+        "bank",
+        "delivered",
+        "ab12",
+    )
+
+
+async def test_twilio_signed_post_behind_a_proxy(
+    ingress: tuple[str, aiohttp.ClientSession], amqp: AbstractRobustConnection
+) -> None:
+    url, http = ingress
+    form = {"From": SENDER, "To": "+15017122661", "Body": "hello", "MessageSid": "SM1"}
+    public = "https://sms.example.com/gateways/twilio/inbound"
+    signature = RequestValidator(TOKEN).compute_signature(public, form)
+    headers = {
+        "X-Twilio-Signature": signature,
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "sms.example.com",
+    }
+    async with http.post(f"{url}/gateways/twilio/inbound", data=form, headers=headers) as response:
+        assert response.status == 200
+        assert response.content_type == "text/xml"
+        assert "<Response></Response>" in await response.text()
+    [document] = await captured(amqp, 1)
+    assert InboundSMS.model_validate(document).gateway_message_id == "SM1"
+
+
+REFUSED = (
+    (
+        "twilio-missing-signature",
+        "twilio/inbound",
+        {"data": {"From": SENDER, "Body": "secret words"}},
+    ),
+    (
+        "twilio-bad-signature",
+        "twilio/status",
+        {
+            "data": {"MessageStatus": "delivered", "Body": "secret words"},
+            "headers": {"X-Twilio-Signature": "AAAA"},
+        },
+    ),
+    ("kannel-wrong-token", "kannel/inbound?token=guess&from=%2B15558675310&text=secret+words", {}),
+    (
+        "webhook-not-from-allowed-network",
+        "office/inbound",
+        {"json": {"from": SENDER, "text": "secret words"}},
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("path", "request_args"), [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED]
+)
+async def test_a_post_failing_authenticity_is_403_and_logged_without_its_body(
+    ingress: tuple[str, aiohttp.ClientSession],
+    amqp: AbstractRobustConnection,
+    path: str,
+    request_args: dict[str, Any],
+) -> None:
+    url, http = ingress
+    with structlog.testing.capture_logs() as logs:
+        async with http.post(f"{url}/gateways/{path}", **request_args) as response:
+            assert response.status == 403
+            assert (await response.json())["error"] == "forbidden"
+    [refused] = [line for line in logs if line["event"] == "gateway_post_refused"]
+    assert refused["reason"]
+    assert "secret words" not in repr(logs)
+    assert await queue_length(amqp, CAPTURE_QUEUE) == 0
+
+
+async def test_unknown_gateway_is_404_json(ingress: tuple[str, aiohttp.ClientSession]) -> None:
+    url, http = ingress
+    for endpoint in ("inbound", "status"):
+        async with http.post(f"{url}/gateways/nowhere/{endpoint}", data={"x": "1"}) as response:
+            assert response.status == 404
+            assert (await response.json())["error"] == "unknown_gateway"
+
+
+async def test_infobip_batch_is_queued_whole(
+    ingress: tuple[str, aiohttp.ClientSession], amqp: AbstractRobustConnection
+) -> None:
+    url, http = ingress
+    results = [
+        {"messageId": f"m{n}", "from": f"38591624249{n}", "to": "385921004026", "text": f"hi {n}"}
+        for n in range(3)
+    ]
+    async with http.post(f"{url}/gateways/infobip/inbound", json={"results": results}) as response:
+        assert response.status == 200
+    documents = await captured(amqp, 3)
+    assert sorted(doc["gateway_message_id"] for doc in documents) == ["m0", "m1", "m2"]
+
+
+BAD_POSTS = (
+    (
+        "infobip-not-json",
+        "infobip/inbound",
+        {"data": b"{", "headers": {"Content-Type": "application/json"}},
+        400,
+    ),
+    (
+        "infobip-bad-sender",
+        "infobip/inbound",
+        {"json": {"results": [{"from": "x", "text": "hi"}]}},
+        422,
+    ),
+    ("kannel-unknown-dlr-type", "kannel/status?token=k-token&ref=r&type=3", {}, 422),
+)
+
+
+@pytest.mark.parametrize(
+    ("path", "request_args", "status"), [c[1:] for c in BAD_POSTS], ids=[c[0] for c in BAD_POSTS]
+)
+async def test_a_post_we_cannot_understand_is_a_json_error(
+    ingress: tuple[str, aiohttp.ClientSession],
+    amqp: AbstractRobustConnection,
+    path: str,
+    request_args: dict[str, Any],
+    status: int,
+) -> None:
+    url, http = ingress
+    async with http.post(f"{url}/gateways/{path}", **request_args) as response:
+        assert response.status == status
+        assert (await response.json())["message"]
+    assert await queue_length(amqp, CAPTURE_QUEUE) == 0
+
+
+async def test_without_a_broker_a_gateway_post_is_503(
+    make_settings: Callable[..., Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    amqp: AbstractRobustConnection,
+) -> None:
+    config = tmp_path / "gateways.yaml"
+    config.write_text(
+        "default_gateway: g\ngateways:\n  - {id: g, type: webhook, url: 'http://127.0.0.1:1/'}\n"
+    )
+    app = create_app(make_settings(IngressSettings, gateways_file=config))
+    async with serving(app) as url, aiohttp.ClientSession() as http:
+        await app[AMQP_CONNECTION].close()
+        body = {"from": SENDER, "text": "hi"}
+        async with http.post(f"{url}/gateways/g/inbound", json=body) as response:
+            assert response.status == 503
+            assert response.headers["Retry-After"]

@@ -1,0 +1,75 @@
+"""Building blocks for the dialect tables: gateways, messages and webhook posts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from twoway.gateways.base import WebhookRequest
+from twoway.gateways.config import GatewayConfig, GatewaySecrets
+from twoway.messages import OutboundSMS
+
+MESSAGE_ID = "01JDQ6R5Z8X0M4N3K2P1Q0R9S8"
+REFERENCE = f"{MESSAGE_ID}:bank"
+PUBLIC = "https://sms.example.com"
+REGION = "US"
+
+
+def gateway(type_: str, **fields: Any) -> GatewayConfig:
+    values: dict[str, Any] = {"id": type_, "type": type_, "url": "https://gw.example.com"}
+    return GatewayConfig.model_validate({**values, **fields})
+
+
+def outbound(**fields: Any) -> OutboundSMS:
+    values: dict[str, Any] = {
+        "message_id": MESSAGE_ID,
+        "to": "+14155552671",
+        "text": "Your balance is 12.00",
+        "adapter": "bank",
+    }
+    return OutboundSMS.model_validate({**values, **fields})
+
+
+def secrets(secret: str | None = "s3cret", **fields: Any) -> GatewaySecrets:
+    return GatewaySecrets(
+        parameters=fields.pop("parameters", {}),
+        secret=secret,
+        signature_secret=fields.pop("signature_secret", secret),
+        **fields,
+    )
+
+
+def form_post(
+    url: str, fields: dict[str, str], headers: dict[str, str] | None = None
+) -> WebhookRequest:
+    body = urlencode(fields).encode()
+    return WebhookRequest(
+        method="POST",
+        url=url,
+        headers={key.lower(): value for key, value in (headers or {}).items()},
+        query=tuple(parse_qsl(urlsplit(url).query, keep_blank_values=True)),
+        form=tuple(fields.items()),
+        body=body,
+        content_type="application/x-www-form-urlencoded",
+    )
+
+
+def json_post(url: str, document: Any, headers: dict[str, str] | None = None) -> WebhookRequest:
+    return WebhookRequest(
+        method="POST",
+        url=url,
+        headers={key.lower(): value for key, value in (headers or {}).items()},
+        query=tuple(parse_qsl(urlsplit(url).query, keep_blank_values=True)),
+        body=json.dumps(document).encode(),
+        content_type="application/json",
+    )
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> WebhookRequest:
+    return WebhookRequest(
+        method="GET",
+        url=url,
+        headers={key.lower(): value for key, value in (headers or {}).items()},
+        query=tuple(parse_qsl(urlsplit(url).query, keep_blank_values=True)),
+    )

@@ -1,0 +1,91 @@
+"""Inbound authenticity per gateway: source networks, shared token, dialect signature."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from twilio.request_validator import RequestValidator
+
+from tests.unit.dialects.helpers import form_post, gateway, secrets
+from twoway.gateways import DIALECTS, kannel, twilio
+from twoway.gateways.authenticity import check_configuration, refusal
+from twoway.gateways.base import WebhookRequest, decode_reference, encode_reference
+
+URL = "https://sms.example.com/gateways/g/inbound"
+POST = replace(form_post(URL, {"From": "+15558675310", "Body": "hi"}), remote="10.1.2.3")
+
+
+def with_token(
+    request: WebhookRequest, *, header: str | None = None, query: str | None = None
+) -> WebhookRequest:
+    return replace(
+        request,
+        headers={**request.headers, **({"x-twoway-token": header} if header else {})},
+        query=request.query + ((("token", query),) if query else ()),
+    )
+
+
+CASES = (
+    ("open", {}, POST, None),
+    ("allowed-network", {"allow_from": ["10.0.0.0/8"]}, POST, None),
+    ("other-network", {"allow_from": ["192.168.0.0/16"]}, POST, "source address not allowed"),
+    ("ipv6-network", {"allow_from": ["2001:db8::/32"]}, replace(POST, remote="2001:db8::1"), None),
+    (
+        "no-address",
+        {"allow_from": ["10.0.0.0/8"]},
+        replace(POST, remote=""),
+        "source address not allowed",
+    ),
+    ("token-header", {"token": "T"}, with_token(POST, header="tok"), None),
+    ("token-query", {"token": "T"}, with_token(POST, query="tok"), None),
+    ("token-wrong", {"token": "T"}, with_token(POST, query="nope"), "missing or wrong token"),
+    ("token-missing", {"token": "T"}, POST, "missing or wrong token"),
+)
+
+
+@pytest.mark.parametrize(
+    ("inbound", "request_", "reason"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_refusal(inbound: dict[str, Any], request_: WebhookRequest, reason: str | None) -> None:
+    config = gateway("kannel", account="u", secret="P", inbound=inbound)
+    keys = secrets(inbound_token="tok" if "token" in inbound else None)
+    assert refusal(config, kannel, request_, keys) == reason
+
+
+def test_twilio_signature_is_checked_by_default() -> None:
+    config = gateway("twilio", account="AC1", secret="T")
+    assert refusal(config, twilio, POST, secrets("tok")) == "missing or bad signature"
+    signature = RequestValidator("tok").compute_signature(URL, dict(POST.form))
+    signed = replace(POST, headers={"x-twilio-signature": signature})
+    assert refusal(config, twilio, signed, secrets("tok")) is None
+    unchecked = config.model_copy(
+        update={"inbound": config.inbound.model_copy(update={"signature": False})}
+    )
+    assert refusal(unchecked, twilio, POST, secrets("tok")) is None
+
+
+@pytest.mark.parametrize("type_", sorted(DIALECTS))
+def test_signature_only_where_the_dialect_signs(type_: str) -> None:
+    needs = {
+        "kannel": ("account", "secret"),
+        "twilio": ("account", "secret"),
+        "vonage": ("account", "secret"),
+        "infobip": ("secret",),
+    }.get(type_, ())
+    config = gateway(type_, inbound={"signature": True}, **{name: "X" for name in needs})
+    if DIALECTS[type_].SIGNS:
+        check_configuration(config, DIALECTS[type_])
+    else:
+        with pytest.raises(ValueError, match="do not sign"):
+            check_configuration(config, DIALECTS[type_])
+
+
+@pytest.mark.parametrize(
+    ("message_id", "adapter"),
+    [("01JDQ6R5Z8X0M4N3K2P1Q0R9S8", "bank"), ("01JD", None), ("urn:uuid:1234", "a.b-c"), ("urn:uuid:1", None)],
+    ids=["ulid-and-adapter", "no-adapter", "id-with-colons", "id-with-colons-no-adapter"],
+)
+def test_reference_round_trip(message_id: str, adapter: str | None) -> None:
+    assert decode_reference(encode_reference(message_id, adapter)) == (message_id, adapter)
