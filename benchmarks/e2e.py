@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,6 +90,9 @@ async def wait_ready(http: aiohttp.ClientSession, ports: dict[str, int]) -> None
 async def one_round(
     http: aiohttp.ClientSession, ingress: str, gateway: str, count: int, concurrency: int
 ) -> tuple[float, float]:
+    """Every text is new (the router drops a repeated sender + recipient + text as a gateway's
+    retry), and a round that does not get all its replies within a minute fails."""
+    tag = uuid.uuid4().hex[:8]
     async with http.delete(f"{gateway}/messages"):
         pass
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -101,7 +105,7 @@ async def one_round(
             query = {
                 "from": f"+1555{number % 10_000_000:07d}",
                 "to": "12345",
-                "text": f"ECHO round trip {number}",
+                "text": f"ECHO round trip {tag} {number}",
             }
             async with http.get(f"{ingress}/receiveSMS", params=query) as response:
                 if response.status != 202:
@@ -110,10 +114,14 @@ async def one_round(
     started = time.perf_counter()
     await asyncio.gather(*(poster() for _ in range(concurrency)))
     accepted = time.perf_counter() - started
+    deadline = time.monotonic() + 60
     while True:
         async with http.get(f"{gateway}/messages/count") as response:
-            if (await response.json())["count"] >= count:
-                break
+            got = (await response.json())["count"]
+        if got >= count:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {got} of {count} replies arrived within a minute")
         await asyncio.sleep(0.05)
     replied = time.perf_counter() - started
     return count / accepted, count / replied

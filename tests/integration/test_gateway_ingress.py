@@ -155,7 +155,7 @@ async def test_twilio_signed_post_behind_a_proxy(
     assert InboundSMS.model_validate(document).gateway_message_id == "SM1"
 
 
-REFUSED = (
+REFUSED: tuple[tuple[Any, ...], ...] = (
     (
         "twilio-missing-signature",
         "twilio/inbound",
@@ -220,7 +220,7 @@ async def test_infobip_batch_is_queued_whole(
     assert sorted(doc["gateway_message_id"] for doc in documents) == ["m0", "m1", "m2"]
 
 
-BAD_POSTS = (
+BAD_POSTS: tuple[tuple[Any, ...], ...] = (
     (
         "infobip-not-json",
         "infobip/inbound",

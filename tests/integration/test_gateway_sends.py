@@ -77,7 +77,8 @@ SUCCESS: dict[str, tuple[int, str, str | None]] = {
     ),
     "infobip": (
         200,
-        '{"messages": [{"messageId": "I9", "status": {"groupName": "PENDING", "name": "PENDING_ACCEPTED"}}]}',
+        '{"messages": [{"messageId": "I9", '
+        '"status": {"groupName": "PENDING", "name": "PENDING_ACCEPTED"}}]}',
         "I9",
     ),
     "webhook": (202, '{"id": "W9"}', "W9"),
@@ -98,7 +99,7 @@ AUTHORIZATION = {
     "webhook": "Bearer s3cret",
 }
 
-SCENARIOS = (
+SCENARIOS: tuple[tuple[Any, ...], ...] = (
     # id, status, body, headers, delay, outcome, retry_after
     ("client-error", 400, '{"code": 21211, "message": "Invalid To"}', {}, 0.0, "permanent", None),
     ("server-error", 500, "down", {}, 0.0, "retry", None),

@@ -24,6 +24,7 @@ from tests.support.outbound_replicas import (
 )
 from tests.support.servers import serving
 from twoway.broker import Publisher
+from twoway.message_log import LOG_COLLECTION, MessageLog
 from twoway.messages import DeliveryEvent, OutboundSMS
 from twoway.storage import Document
 from twoway.topology import (
@@ -322,7 +323,8 @@ async def test_a_redelivered_message_that_was_sent_is_not_sent_again(
     fake, url = gateway
     config = tmp_path / "gateways.yaml"
     config.write_text(
-        f"default_gateway: fake\ngateways:\n  - {{id: fake, type: mobilefirst-http, url: '{url}/send'}}\n"
+        "default_gateway: fake\ngateways:\n"
+        f"  - {{id: fake, type: mobilefirst-http, url: '{url}/send'}}\n"
     )
     settings = make_settings(OutboundSettings, gateways_file=config)
     publisher = await Publisher.open(amqp, confirm_timeout=5)
@@ -356,22 +358,24 @@ async def test_the_message_log_keeps_the_history(
 ) -> None:
     gateway[0].statuses = [500]
     message = await send(outbound)
-    history: list[str] = []
+    message_log = MessageLog(mongo_db[LOG_COLLECTION])
+    record = None
     for _ in range(300):
-        document = await mongo_db["message_log"].find_one({"_id": message.message_id})
-        history = [entry["status"] for entry in (document or {}).get("history", [])]
-        if history:
+        record = await message_log.get(message.message_id)
+        if record is not None:
             break
         await asyncio.sleep(0.02)
-    assert history == ["sent"]
-    assert document is not None
-    assert (document["status"], document["gateway_id"]) == ("sent", "fake")
+    assert record is not None
+    assert [entry["status"] for entry in record.history] == ["sent"]
+    assert record.history[0]["detail"] == "attempt 2: HTTP 200: status 200"
+    assert (record.status, record.gateway_id) == ("sent", "fake")
+    assert await message_log.get("never-sent") is None
 
 
 async def test_the_rate_limit_holds_across_two_outbound_processes(
     servers: ServerUrls, database_name: str, amqp: AbstractRobustConnection, tmp_path: Path
 ) -> None:
-    rate, count = 20, 90
+    rate, count = 40, 320
     environment = {
         "TWOWAY_AMQP_URL": servers.amqp_url,
         "TWOWAY_MONGO_URL": servers.mongo_url,
@@ -382,9 +386,10 @@ async def test_the_rate_limit_holds_across_two_outbound_processes(
             await wait_ready(ports)
             await publish_messages(amqp, count)
             await wait_for_arrivals(gateway, count, within=30)
-    figures = rate_figures(gateway.arrivals)
+    figures = rate_figures(gateway.arrivals, rate)
     assert figures.sends == count
-    assert len(figures.full_windows) >= 2
-    # never above the limit in any whole second, and on average within 10% of it
-    assert max(figures.full_windows) <= rate, figures
-    assert sum(figures.full_windows) / len(figures.full_windows) >= rate * 0.9, figures
+    windows = figures.saturated_windows
+    assert len(windows) >= 4
+    # within 10% of the limit in every whole second while there is a backlog, as the gateway
+    # sees it (a send allowed at the end of one second may arrive in the next)
+    assert all(rate * 0.9 <= sent <= rate * 1.1 for sent in windows), figures

@@ -36,6 +36,11 @@ AdaptersFor = Callable[[str], Iterable[tuple[Adapter, AdapterSettings]]]
 """Given the gateway simulator's base URL, the adapters to run with their settings."""
 
 
+def just(adapter: Adapter, make_settings: Callable[..., Any]) -> AdaptersFor:
+    """Run one adapter, with default settings."""
+    return lambda _gateway: [(adapter, make_settings(AdapterSettings))]
+
+
 @dataclass(frozen=True)
 class Stack:
     ingress: str
@@ -85,8 +90,10 @@ class Phone:
         raise AssertionError(f"no reply to {text!r}")
 
 
-def gateways_file(directory: Path, gateway_url: str) -> Path:
+def gateways_file(directory: Path, gateway_url: str, ingress_url: str | None = None) -> Path:
+    """The simulator as gateway `sim`; with `ingress_url`, asked for delivery reports there."""
     path = directory / "gateways.yaml"
+    reports = f"    status_param: dlr_url\n    public_url: {ingress_url}\n" if ingress_url else ""
     path.write_text(
         "default_gateway: sim\n"
         "gateways:\n"
@@ -94,16 +101,24 @@ def gateways_file(directory: Path, gateway_url: str) -> Path:
         "    type: mobilefirst-http\n"
         f"    url: {gateway_url}/sendSMS\n"
         f"    default_sender: '{SHORT_CODE}'\n"
-        "    timeout: 2\n"
+        "    timeout: 2\n" + reports
     )
     return path
 
 
 @asynccontextmanager
 async def running_stack(
-    make_settings: Callable[..., Any], directory: Path, adapters: AdaptersFor
+    make_settings: Callable[..., Any],
+    directory: Path,
+    adapters: AdaptersFor,
+    *,
+    delivery_reports: bool = False,
+    outbound_settings: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
-    """Every service, started in dependency order (the router last, once adapters registered)."""
+    """Every service, started in dependency order (the router last, once adapters registered).
+
+    `delivery_reports`: the simulator reports each MT delivered to ingress's status endpoint.
+    `outbound_settings`: overrides of outbound's settings (short `retry_delays`, say)."""
     async with AsyncExitStack() as running:
         http = await running.enter_async_context(aiohttp.ClientSession())
         gateway = await running.enter_async_context(
@@ -117,8 +132,16 @@ async def running_stack(
                 )
             )
         )
+        if delivery_reports:
+            gateways = gateways_file(directory, gateway, ingress)
         outbound = await running.enter_async_context(
-            serving(create_outbound(make_settings(OutboundSettings, gateways_file=gateways)))
+            serving(
+                create_outbound(
+                    make_settings(
+                        OutboundSettings, gateways_file=gateways, **(outbound_settings or {})
+                    )
+                )
+            )
         )
         adapter_urls = {
             adapter.name: await running.enter_async_context(serving(adapter.create_app(settings)))

@@ -27,7 +27,7 @@ def with_token(
     )
 
 
-CASES = (
+CASES: tuple[tuple[Any, ...], ...] = (
     ("open", {}, POST, None),
     ("allowed-network", {"allow_from": ["10.0.0.0/8"]}, POST, None),
     ("other-network", {"allow_from": ["192.168.0.0/16"]}, POST, "source address not allowed"),
@@ -84,8 +84,17 @@ def test_signature_only_where_the_dialect_signs(type_: str) -> None:
 
 @pytest.mark.parametrize(
     ("message_id", "adapter"),
-    [("01JDQ6R5Z8X0M4N3K2P1Q0R9S8", "bank"), ("01JD", None), ("urn:uuid:1234", "a.b-c"), ("urn:uuid:1", None)],
+    [
+        ("01JDQ6R5Z8X0M4N3K2P1Q0R9S8", "bank"),
+        ("01JD", None),
+        ("urn:uuid:1234", "a.b-c"),
+        ("urn:uuid:1", None),
+    ],
     ids=["ulid-and-adapter", "no-adapter", "id-with-colons", "id-with-colons-no-adapter"],
 )
 def test_reference_round_trip(message_id: str, adapter: str | None) -> None:
     assert decode_reference(encode_reference(message_id, adapter)) == (message_id, adapter)
+
+
+def test_a_bare_message_id_has_no_adapter() -> None:
+    assert decode_reference("01JDQ6R5Z8X0M4N3K2P1Q0R9S8") == ("01JDQ6R5Z8X0M4N3K2P1Q0R9S8", None)

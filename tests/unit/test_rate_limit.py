@@ -22,6 +22,7 @@ class Windows:
         self, query: dict[str, Any], update: dict[str, Any], **_: Any
     ) -> dict[str, Any]:
         self.calls += 1
+        await asyncio.sleep(0)  # a round trip: other sends queue up meanwhile
         self.used[query["_id"]] += update["$inc"]["used"]
         return {"_id": query["_id"], "used": self.used[query["_id"]]}
 
@@ -122,3 +123,13 @@ async def test_a_cancelled_waiter_does_not_keep_the_turn() -> None:
     await asyncio.wait_for(later, 1)
     turns.give()
     await asyncio.wait_for(turns.take("reply"), 1)
+
+
+async def test_waiting_sends_lease_together() -> None:
+    windows, clock = Windows(), Clock()
+    rate = limiter(windows, clock, 100)
+    await asyncio.gather(*(rate.acquire(1) for _ in range(60)))
+    assert clock.slept == []
+    # the first send leases a chunk; meanwhile the others queue up and lease together
+    assert windows.calls == 2
+    assert windows.used == {"g:1000": 60}

@@ -78,7 +78,7 @@ def report(group: str, name: str, error: dict[str, Any] | None = None) -> dict[s
     }
 
 
-BUILD_CASES = (
+BUILD_CASES: tuple[tuple[Any, ...], ...] = (
     (
         "with-sender-and-webhook",
         {"public_url": PUBLIC, "default_sender": "InfoSMS"},
@@ -120,7 +120,10 @@ def sent(group: str, name: str) -> str:
     )
 
 
-ERROR = '{"requestError": {"serviceException": {"messageId": "UNAUTHORIZED", "text": "Invalid login details"}}}'
+ERROR = (
+    '{"requestError": {"serviceException": '
+    '{"messageId": "UNAUTHORIZED", "text": "Invalid login details"}}}'
+)
 
 CLASSIFY_CASES = (
     ("pending", 200, sent("PENDING", "PENDING_ACCEPTED"), "success", "m-1", "PENDING_ACCEPTED"),

@@ -26,7 +26,7 @@ def query(url: str) -> dict[str, list[str]]:
     return parse_qs(urlsplit(url).query, keep_blank_values=True)
 
 
-BUILD_CASES = (
+BUILD_CASES: tuple[tuple[Any, ...], ...] = (
     (
         "gsm-with-dlr",
         {"public_url": PUBLIC},
@@ -234,3 +234,14 @@ def test_parse_status_refuses(request_: WebhookRequest) -> None:
 def test_answer_is_empty_so_kannel_sends_no_reply() -> None:
     assert kannel.answer("inbound").body == ""
     assert kannel.check_signature(CONFIG, dlr("1"), secrets()) is False
+
+
+def test_the_dlr_url_carries_the_inbound_token() -> None:
+    config = CONFIG.model_copy(update={"public_url": PUBLIC})
+    sms = outbound()
+    keys = secrets("pw", inbound_token="k-token")
+    [request] = kannel.build_requests(config, sms, segment(sms.text), keys)
+    assert query(request.full_url())["dlr-url"] == [
+        f"{PUBLIC}/gateways/kannel/status?token=k-token&ref={MESSAGE_ID}%3Abank"
+        "&type=%d&smsc_id=%F&answer=%A"
+    ]

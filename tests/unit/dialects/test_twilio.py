@@ -11,7 +11,6 @@ from twilio.request_validator import RequestValidator
 from tests.unit.dialects.helpers import (
     MESSAGE_ID,
     PUBLIC,
-    REFERENCE,
     REGION,
     form_post,
     gateway,
@@ -67,7 +66,7 @@ def status_post(status: str, **extra: str) -> WebhookRequest:
     return form_post(CALLBACK, fields)
 
 
-BUILD_CASES = (
+BUILD_CASES: tuple[tuple[Any, ...], ...] = (
     (
         "number-sender-with-callback",
         {"public_url": PUBLIC},
@@ -174,7 +173,7 @@ def test_parse_inbound() -> None:
     assert "Body" not in sms.params
 
 
-STATUS_CASES = (
+STATUS_CASES: tuple[tuple[Any, ...], ...] = (
     ("queued", {}, "accepted", "queued"),
     ("sent", {}, "sent", "sent"),
     ("delivered", {}, "delivered", "delivered"),

@@ -55,7 +55,7 @@ RECEIPT = {  # Vonage's documented delivery receipt fields
 }
 
 
-BUILD_CASES = (
+BUILD_CASES: tuple[tuple[Any, ...], ...] = (
     (
         "gsm-with-callback",
         {"public_url": PUBLIC},

@@ -12,7 +12,6 @@ import pytest
 from tests.unit.dialects.helpers import (
     MESSAGE_ID,
     PUBLIC,
-    REFERENCE,
     REGION,
     form_post,
     gateway,
@@ -175,4 +174,3 @@ def test_mobilefirst_status_url_parameter() -> None:
         request.params["dlr"]
         == f"{PUBLIC}/gateways/mobilefirst-http/status?ref={MESSAGE_ID}%3Abank"
     )
-    assert REFERENCE == f"{MESSAGE_ID}:bank"

@@ -11,3 +11,6 @@ class GatewaySimSettings(TwowaySettings):
     port: int = Field(default=8090, ge=0, le=65535)
     ingress_url: str = Field(default="http://127.0.0.1:8080", description="Where MO is posted")
     max_recorded: int = Field(default=100_000, ge=1, description="MT messages kept in memory")
+    dlr_param: str = Field(
+        default="dlr_url", description="MT parameter carrying the URL to report delivery to"
+    )

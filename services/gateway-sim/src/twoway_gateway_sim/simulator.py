@@ -2,7 +2,8 @@
 
 As a gateway's send API it takes MT at `GET|POST /sendSMS` (the MobileFirst HTTP shape: `to`,
 `from`, `text` and any other parameter) and records it: `GET /messages` lists what it received,
-`DELETE /messages` forgets it. `POST /faults` makes the next sends fail (`{"status": 500,
+`DELETE /messages` forgets it; an MT carrying a `dlr_url` parameter (a gateway's `status_param`)
+is reported delivered to that URL. `POST /faults` makes the next sends fail (`{"status": 500,
 "count": 2}`, or `{"delay": 30}` to time out). As a phone, `POST /mo` (`from`, `to`, `text`)
 posts an
 MO message to ingress's `/receiveSMS` and answers with ingress's status and body. Under
@@ -18,12 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import structlog
 from aiohttp import web
 
 from twoway.messages import utc_now
 from twoway.service import create_base_app
 from twoway_gateway_sim.backend import add_backend_routes
 from twoway_gateway_sim.settings import GatewaySimSettings
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -38,6 +42,7 @@ class GatewayState:
     received: deque[dict[str, Any]]
     faults: Faults = field(default_factory=Faults)
     attempts: int = 0
+    reports: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 STATE = web.AppKey("state", GatewayState)
@@ -67,7 +72,21 @@ async def send_sms(request: web.Request) -> web.Response:
         "received_at": utc_now().isoformat(),
     }
     state.received.append(record)
-    return web.json_response({"status": "accepted"})
+    dlr_url = fields.get(request.app[SETTINGS].dlr_param)
+    if dlr_url:
+        report = asyncio.create_task(_report_delivery(request.app, dlr_url, len(state.received)))
+        state.reports.add(report)
+        report.add_done_callback(state.reports.discard)
+    return web.json_response({"status": "accepted", "id": str(len(state.received))})
+
+
+async def _report_delivery(app: web.Application, url: str, number: int) -> None:
+    """Like a gateway: report the MT delivered to the URL it carried (a status_param)."""
+    try:
+        async with app[HTTP].post(url, data={"status": "delivered", "id": str(number)}):
+            pass
+    except aiohttp.ClientError as error:
+        log.warning("delivery_report_failed", error=str(error))
 
 
 async def list_messages(request: web.Request) -> web.Response:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from twoway.broker import Consumer
 from twoway.gateways.config import GatewaysConfig, load_gateways
+from twoway.message_log import LOG_COLLECTION, MessageLog
 from twoway.messages import DeliveryEvent, OutboundSMS
 from twoway.service import (
     MONGO_DB,
@@ -35,7 +36,6 @@ from twoway.topology import (
     outbound_key,
 )
 from twoway_outbound.ledger import SENT_COLLECTION, SentLedger
-from twoway_outbound.message_log import LOG_COLLECTION, MessageLog
 from twoway_outbound.optout_guard import OPTOUT_GUARD, optout_guard_context
 from twoway_outbound.ratelimit import WINDOWS_COLLECTION, RateLimiters
 from twoway_outbound.sender import Sender

@@ -14,7 +14,7 @@ from twoway.gateways.results import SendResult
 
 
 async def send_request(
-    http: aiohttp.ClientSession, dialect: Dialect, request: GatewayRequest, timeout: float
+    http: aiohttp.ClientSession, dialect: Dialect, request: GatewayRequest, time_limit: float
 ) -> SendResult:
     """Send one request; a timeout or a connection error is a result to retry, never raised."""
     headers = dict(request.headers)
@@ -27,14 +27,14 @@ async def send_request(
             data=request.form,
             json=request.json,
             headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout),
+            timeout=aiohttp.ClientTimeout(total=time_limit),
         ) as response:
             body = await response.text(errors="replace")
             return dialect.classify(
                 GatewayResponse(response.status, body, CIMultiDict(response.headers))
             )
     except TimeoutError:
-        return SendResult("retry", f"timed out after {timeout} s")
+        return SendResult("retry", f"timed out after {time_limit} s")
     except aiohttp.ClientError as error:
         return SendResult("retry", f"{type(error).__name__}: {error}")
 
@@ -43,7 +43,7 @@ async def send_requests(
     http: aiohttp.ClientSession,
     dialect: Dialect,
     requests: Sequence[GatewayRequest],
-    timeout: float,
+    time_limit: float,
     *,
     already_sent: int = 0,
 ) -> tuple[SendResult, int]:
@@ -55,7 +55,7 @@ async def send_requests(
     result = SendResult("success", "every part was sent before")
     sent = already_sent
     for request in requests[already_sent:]:
-        result = await send_request(http, dialect, request, timeout)
+        result = await send_request(http, dialect, request, time_limit)
         if result.outcome != "success":
             break
         sent += 1

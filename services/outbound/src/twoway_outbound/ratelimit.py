@@ -6,8 +6,10 @@ document per gateway and window (`outbound_rate_windows`, `$inc` with upsert, ex
 N replicas together never take more than the capacity of a window: scaling outbound out does not
 multiply the rate. To keep the database off the per-message path a replica leases segments in
 chunks (a twentieth of the capacity by default) and spends them locally; a chunk only partly
-inside the capacity is granted only that part. Segments leased and not spent before their window
-ends are lost, so an idle replica costs at most a chunk per window; a saturated one spends all.
+inside the capacity is granted only that part. A replica asks for what its waiting sends need
+(at least the chunk, at most the capacity), so under a backlog it leases once or twice a window
+and a slow database round trip does not throttle it below the limit. Segments leased and not
+spent before their window ends are lost: an idle replica wastes at most a chunk per window.
 
 Within a replica the sends of one gateway queue for tokens in priority order: `reply` before
 `bulk`, then first come first served, so replies overtake a broadcast at the bottleneck.
@@ -90,28 +92,36 @@ class RateLimiter:
         self._turns = PriorityTurns()
         self._tokens = 0
         self._tokens_window = -1
+        self._waiting = 0
+        """Segments that sends of this replica wait for: what the next lease asks for."""
 
     async def acquire(self, segments: int, priority: Priority = "reply") -> None:
         """Wait until `segments` may be sent now (a message longer than a window's capacity
         takes it over several windows)."""
-        await self._turns.take(priority)
+        self._waiting += segments
+        needed = segments
         try:
-            needed = segments
+            await self._turns.take(priority)
+        except asyncio.CancelledError:
+            self._waiting -= needed
+            raise
+        try:
             while needed > 0:
                 window = math.floor(self._clock() / self.window)
                 if window != self._tokens_window:
                     self._tokens, self._tokens_window = 0, window
                 if self._tokens == 0:
-                    self._tokens = await self._lease(
-                        window, min(max(needed, self._chunk), self.capacity)
-                    )
+                    wanted = min(max(self._waiting, self._chunk), self.capacity)
+                    self._tokens = await self._lease(window, wanted)
                     if self._tokens == 0:
                         await self._sleep(max(0.0, (window + 1) * self.window - self._clock()))
                         continue
                 taken = min(needed, self._tokens)
                 self._tokens -= taken
                 needed -= taken
+                self._waiting -= taken
         finally:
+            self._waiting -= needed
             self._turns.give()
 
     async def _lease(self, window: int, wanted: int) -> int:

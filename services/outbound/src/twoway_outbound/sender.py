@@ -96,7 +96,8 @@ class Sender:
         metrics.OUTBOUND_SENT.labels(gateway=gateway.id, result=result.outcome).inc()
         if result.outcome == "success":
             await self._ledger.record(message.message_id, gateway.id, result.gateway_message_id)
-            await self._event(message, "sent", gateway.id, result.detail, result.gateway_message_id)
+            detail = f"attempt {attempt}: {result.detail}"
+            await self._event(message, "sent", gateway.id, detail, result.gateway_message_id)
         elif result.outcome == "retry" and attempt < self._max_attempts:
             await self._retry_later(incoming, attempt, result)
             metrics.OUTBOUND_RETRIES.labels(gateway=gateway.id).inc()

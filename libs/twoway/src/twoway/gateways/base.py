@@ -20,13 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any, get_args
 from urllib.parse import urlencode
 
-from twoway.gateways.config import GatewayConfig
-from twoway.messages import DeliveryEvent, DeliveryStatus, InboundSMS
+from twoway.gateways.config import GatewayConfig, GatewaySecrets
+from twoway.messages import DeliveryEvent, DeliveryStatus, InboundSMS, OutboundSMS
 from twoway.phone import InvalidPhoneNumber, normalise_phone
 
 Pairs = tuple[tuple[str, str], ...]
 
-DELIVERY_STATUSES: dict[str, DeliveryStatus] = {status: status for status in get_args(DeliveryStatus)}
+DELIVERY_STATUSES: dict[str, DeliveryStatus] = {
+    status: status for status in get_args(DeliveryStatus)
+}
 
 
 class InvalidWebhook(ValueError):
@@ -136,17 +138,26 @@ def decode_reference(reference: str) -> tuple[str, str | None]:
     return message_id, adapter or None
 
 
-def callback_url(gateway: GatewayConfig) -> str | None:
-    """This gateway's delivery-report endpoint on our ingress; None without `public_url`."""
+def callback_url(gateway: GatewayConfig, secrets: GatewaySecrets) -> str | None:
+    """This gateway's delivery-report endpoint on our ingress (with the gateway's inbound token
+    when it has one); None without `public_url`."""
     if gateway.public_url is None:
         return None
-    return f"{str(gateway.public_url).rstrip('/')}/gateways/{gateway.id}/status"
+    url = f"{str(gateway.public_url).rstrip('/')}/gateways/{gateway.id}/status"
+    if secrets.inbound_token is None:
+        return url
+    return f"{url}?{urlencode({gateway.inbound.token_param: secrets.inbound_token})}"
 
 
-def status_url(gateway: GatewayConfig, reference: str, extra: str = "") -> str | None:
+def status_url(
+    gateway: GatewayConfig, secrets: GatewaySecrets, message: OutboundSMS, extra: str = ""
+) -> str | None:
     """`callback_url` for one message: our reference in its query, then `extra`."""
-    base = callback_url(gateway)
-    return None if base is None else f"{base}?{urlencode({'ref': reference})}{extra}"
+    base = callback_url(gateway, secrets)
+    if base is None:
+        return None
+    reference = urlencode({"ref": encode_reference(message.message_id, message.adapter)})
+    return f"{base}{'&' if '?' in base else '?'}{reference}{extra}"
 
 
 def require(values: Mapping[str, Any], name: str) -> str:

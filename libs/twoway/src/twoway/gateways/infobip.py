@@ -60,7 +60,7 @@ def build_requests(
     sender = message.from_ or gateway.default_sender
     if sender:
         sms["sender"] = sender
-    callback = callback_url(gateway)
+    callback = callback_url(gateway, secrets)
     if callback:
         sms["webhooks"] = {
             "delivery": {"url": callback},
@@ -106,9 +106,7 @@ def _results(request: WebhookRequest) -> list[dict[str, Any]]:
     return results
 
 
-def parse_inbound(
-    gateway: GatewayConfig, request: WebhookRequest, region: str
-) -> list[InboundSMS]:
+def parse_inbound(gateway: GatewayConfig, request: WebhookRequest, region: str) -> list[InboundSMS]:
     named = ("from", "to", "text", "messageId", "keyword")
     return [
         inbound_message(

@@ -30,7 +30,6 @@ from twoway.gateways.base import (
     WebhookAnswer,
     WebhookRequest,
     delivery_event,
-    encode_reference,
     inbound_message,
     require,
     status_url,
@@ -72,9 +71,7 @@ def build_requests(
     sender = message.from_ or gateway.default_sender
     if sender:
         params["from"] = sender
-    dlr_url = status_url(
-        gateway, encode_reference(message.message_id, message.adapter), DLR_ESCAPES
-    )
+    dlr_url = status_url(gateway, secrets, message, DLR_ESCAPES)
     if dlr_url:
         params |= {"dlr-mask": str(gateway.dlr_mask), "dlr-url": dlr_url}
     url = str(gateway.url)
@@ -99,9 +96,7 @@ def classify(response: GatewayResponse) -> SendResult:
     return classify_status(response.status, response.body, response.headers.get("Retry-After"))
 
 
-def parse_inbound(
-    gateway: GatewayConfig, request: WebhookRequest, region: str
-) -> list[InboundSMS]:
+def parse_inbound(gateway: GatewayConfig, request: WebhookRequest, region: str) -> list[InboundSMS]:
     fields = request.fields()
     headers = request.headers
     if request.method == "POST" and request.body:

@@ -19,7 +19,6 @@ from twoway.gateways.base import (
     WebhookAnswer,
     WebhookRequest,
     delivery_event,
-    encode_reference,
     inbound_message,
     require,
     status_url,
@@ -44,7 +43,7 @@ def build_requests(
     sender = message.from_ or gateway.default_sender
     if sender:
         params[gateway.from_param] = sender
-    callback = status_url(gateway, encode_reference(message.message_id, message.adapter))
+    callback = status_url(gateway, secrets, message)
     if gateway.status_param and callback:
         params[gateway.status_param] = callback
     url = str(gateway.url)
@@ -64,9 +63,7 @@ def _fields(request: WebhookRequest) -> dict[str, str]:
     return fields
 
 
-def parse_inbound(
-    gateway: GatewayConfig, request: WebhookRequest, region: str
-) -> list[InboundSMS]:
+def parse_inbound(gateway: GatewayConfig, request: WebhookRequest, region: str) -> list[InboundSMS]:
     fields = _fields(request)
     named = {gateway.from_param, gateway.to_param, gateway.text_param, "keyword"}
     if gateway.text_param not in fields:

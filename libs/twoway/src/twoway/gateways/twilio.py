@@ -28,7 +28,6 @@ from twoway.gateways.base import (
     WebhookAnswer,
     WebhookRequest,
     delivery_event,
-    encode_reference,
     inbound_message,
     require,
     same,
@@ -70,7 +69,7 @@ def build_requests(
         form["MessagingServiceSid"] = sender
     elif sender:
         form["From"] = sender
-    callback = status_url(gateway, encode_reference(message.message_id, message.adapter))
+    callback = status_url(gateway, secrets, message)
     if callback:
         form["StatusCallback"] = callback
     base = str(gateway.url).rstrip("/")
@@ -98,9 +97,7 @@ def classify(response: GatewayResponse) -> SendResult:
     return classify_status(response.status, body, response.headers.get("Retry-After"))
 
 
-def parse_inbound(
-    gateway: GatewayConfig, request: WebhookRequest, region: str
-) -> list[InboundSMS]:
+def parse_inbound(gateway: GatewayConfig, request: WebhookRequest, region: str) -> list[InboundSMS]:
     fields = request.fields()
     named = {"From", "To", "Body", "MessageSid"}
     return [

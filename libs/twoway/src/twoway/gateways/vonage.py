@@ -69,7 +69,7 @@ def build_requests(
     sender = message.from_ or gateway.default_sender
     if sender:
         form["from"] = sender.removeprefix("+")
-    callback = callback_url(gateway)
+    callback = callback_url(gateway, secrets)
     if callback:
         form |= {"callback": callback, "status-report-req": "1"}
     return [GatewayRequest("POST", str(gateway.url).rstrip("/") + "/sms/json", form=form)]
@@ -96,9 +96,7 @@ def _fields(request: WebhookRequest) -> dict[str, str]:
     return fields
 
 
-def parse_inbound(
-    gateway: GatewayConfig, request: WebhookRequest, region: str
-) -> list[InboundSMS]:
+def parse_inbound(gateway: GatewayConfig, request: WebhookRequest, region: str) -> list[InboundSMS]:
     fields = _fields(request)
     named = {"msisdn", "to", "text", "messageId", "keyword", "sig"}
     return [

@@ -20,7 +20,6 @@ from twoway.gateways.base import (
     GatewayResponse,
     WebhookAnswer,
     WebhookRequest,
-    encode_reference,
     hmac_hex,
     inbound_message,
     require,
@@ -59,7 +58,7 @@ def build_requests(
         "text": text.text,
         "encoding": text.encoding,
         "segments": text.count,
-        "status_url": status_url(gateway, encode_reference(message.message_id, message.adapter)),
+        "status_url": status_url(gateway, secrets, message),
     }
     headers = {"Authorization": f"Bearer {secrets.secret}"} if secrets.secret else {}
     return [GatewayRequest("POST", str(gateway.url), json=body, headers=headers)]
@@ -73,9 +72,7 @@ def classify(response: GatewayResponse) -> SendResult:
     return result
 
 
-def parse_inbound(
-    gateway: GatewayConfig, request: WebhookRequest, region: str
-) -> list[InboundSMS]:
+def parse_inbound(gateway: GatewayConfig, request: WebhookRequest, region: str) -> list[InboundSMS]:
     document = request.json_object()
     return [
         inbound_message(
