@@ -7,8 +7,6 @@ UV := python3 -m uv
 endif
 export TWOWAY_LOG_FORMAT ?= console
 export UV_PYTHON_DOWNLOADS ?= never
-# The api's bearer token under `make run` (a development token: set your own anywhere else)
-export TWOWAY_API_TOKEN ?= dev-token
 
 .PHONY: help setup run test lint bench clean
 
@@ -22,6 +20,8 @@ setup:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	@$(UV) sync --frozen --quiet
 
+# The api's bearer token under `make run` only (a development token: set your own anywhere else)
+run: export TWOWAY_API_TOKEN ?= dev-token
 run: setup  # with a Docker engine: compose.yaml (real RabbitMQ and MongoDB); without: the devstack
 	@echo "twoway: ingress http://127.0.0.1:8080  api http://127.0.0.1:8081 (openapi: /openapi.json)  gateway-sim http://127.0.0.1:8090"
 	@echo "twoway: api token: $$TWOWAY_API_TOKEN  (curl -H 'Authorization: Bearer $$TWOWAY_API_TOKEN' http://127.0.0.1:8081/event-sources)"

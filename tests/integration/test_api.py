@@ -358,6 +358,9 @@ async def test_unknown_routes_answer_json_errors(
     _error(body, code)
 
 
-async def test_the_api_does_not_start_without_a_token(make_settings: Callable[..., Any]) -> None:
+async def test_the_api_does_not_start_without_a_token(
+    make_settings: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TWOWAY_API_TOKEN", raising=False)
     with pytest.raises(ValueError, match="api_token"):
         make_settings(ApiSettings)
