@@ -22,6 +22,7 @@ from twoway.service import (
     create_base_app,
     mongo_context,
 )
+from twoway_api.delivery import DELIVERY_OPERATIONS, DELIVERY_PATH_PARAMETERS, delivery_context
 from twoway_api.messages import MESSAGE_OPERATIONS, messages_context
 from twoway_api.operations import Operation, Response, add_operations, openapi_document
 from twoway_api.resources import (
@@ -44,6 +45,7 @@ async def serve_openapi(request: web.Request) -> web.Response:
 ALL_OPERATIONS = [
     *OPERATIONS,
     *MESSAGE_OPERATIONS,
+    *DELIVERY_OPERATIONS,
     Operation(
         "GET",
         "/openapi.json",
@@ -77,13 +79,15 @@ def create_app(settings: ApiSettings) -> web.Application:
         title="Twoway api",
         version="1",
         description="Subscriptions of phone numbers to event sources, notifications to every "
-        "subscriber (broadcasts) and the handler registry. Authenticate with "
+        "subscriber (broadcasts), the handler registry, sent messages' status and outbound's "
+        "dead letters. Authenticate with "
         "`Authorization: Bearer <token>`.",
-        path_parameters=PATH_PARAMETERS,
+        path_parameters={**PATH_PARAMETERS, **DELIVERY_PATH_PARAMETERS},
     )
     app.cleanup_ctx.append(amqp_context(settings, "api"))
     app.cleanup_ctx.append(mongo_context(settings, "api"))
     app.cleanup_ctx.append(_stores(settings))
     app.cleanup_ctx.append(messages_context(settings))
+    app.cleanup_ctx.append(delivery_context())
     add_operations(app, ALL_OPERATIONS, settings.api_token.get_secret_value())
     return app

@@ -52,6 +52,8 @@ class Operation:
     tag: str
     responses: Mapping[int, Response]
     body: type[BaseModel] | None = None
+    body_required: bool = True
+    """False: the body may be left out (the handler then uses the model's defaults)."""
     query: type[BaseModel] | None = None
     public: bool = False
     """Served without the bearer token (only the OpenAPI document)."""
@@ -199,7 +201,7 @@ def _operation_object(operation: Operation, descriptions: Mapping[str, str]) -> 
     }
     if operation.body is not None:
         document["requestBody"] = {
-            "required": True,
+            "required": operation.body_required,
             "content": {"application/json": {"schema": _ref(operation.body)}},
         }
     document["security"] = [] if operation.public else [{"bearer": []}]
