@@ -24,12 +24,14 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import AMQPError, DeliveryError
+from opentelemetry import trace
 from pamqp.common import FieldTable, FieldValue
 from pydantic import ValidationError
 
 from twoway import metrics
 from twoway.messages import Envelope
 from twoway.topology import DEAD_LETTER_EXCHANGE, HEADER_ATTEMPT, HEADER_REASON, retry_queue
+from twoway.tracing import TRACER, context_from, inject_into
 
 log = structlog.get_logger(__name__)
 
@@ -126,11 +128,13 @@ class Publisher:
         correlation_id: str | None = None,
         message_type: str | None = None,
     ) -> None:
+        amqp_headers = dict(headers or {})
+        inject_into(amqp_headers)
         amqp_message = aio_pika.Message(
             body,
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers=dict(headers or {}),
+            headers=amqp_headers,
             message_id=message_id,
             correlation_id=correlation_id,
             type=message_type,
@@ -249,7 +253,12 @@ class Consumer(Generic[M]):
         self._in_flight += 1
         self._idle.clear()
         try:
-            await self._process(incoming)
+            with TRACER.start_as_current_span(
+                f"{self.queue_name} process",
+                context=context_from(incoming.headers),
+                kind=trace.SpanKind.CONSUMER,
+            ):
+                await self._process(incoming)
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:

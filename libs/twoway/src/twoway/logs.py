@@ -15,6 +15,7 @@ import structlog
 
 from twoway.phone import mask_phone, mask_phones_in
 from twoway.settings import TwowaySettings
+from twoway.tracing import configure_tracing
 
 
 def _mask(value: Any) -> Any:
@@ -44,7 +45,9 @@ def mask_phone_numbers(
 
 
 def configure_logging(settings: TwowaySettings, service: str) -> None:
-    """Configure structlog (and the standard library's loggers) for one service process."""
+    """Configure structlog (and the standard library's loggers) for one service process, and
+    its tracing (`TWOWAY_OTEL_EXPORTER`, off by default)."""
+    configure_tracing(settings.otel_exporter, service)
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if settings.log_format == "json"

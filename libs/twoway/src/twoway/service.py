@@ -9,13 +9,14 @@ close. Queue workers serve only `/healthz`, `/readyz` and `/metrics`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
 import uvloop
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -24,6 +25,7 @@ from twoway.broker import Consumer, Publisher, connect
 from twoway.settings import TwowaySettings
 from twoway.storage import Document, database, mongo_client, ping
 from twoway.topology import declare_exchanges
+from twoway.tracing import trace_requests
 
 log = structlog.get_logger(__name__)
 
@@ -63,9 +65,14 @@ async def _mark_draining(app: web.Application) -> None:
     app[DRAINING][0] = True
 
 
-def create_base_app(**kwargs: object) -> web.Application:
-    """An application with `/healthz`, `/readyz` (every registered check) and `/metrics`."""
-    app = web.Application(**kwargs)  # type: ignore[arg-type]
+def create_base_app(
+    *, middlewares: Sequence[Middleware] = (), client_max_size: int = 1024**2
+) -> web.Application:
+    """An application with `/healthz`, `/readyz` (every registered check) and `/metrics`, and a
+    trace span per request (`twoway.tracing`) around `middlewares`."""
+    app = web.Application(
+        middlewares=[trace_requests, *middlewares], client_max_size=client_max_size
+    )
     app[READY_CHECKS] = {}
     app[DRAINING] = [False]
     app.router.add_get("/healthz", _healthz)

@@ -30,6 +30,9 @@ class TwowaySettings(BaseSettings):
         description="ISO region for phone numbers written without a country code",
     )
     host: str = "127.0.0.1"
+    otel_exporter: Literal["none", "console"] = Field(
+        default="none", description="OpenTelemetry span exporter (needs the `otel` extra)"
+    )
     gateways_file: Path = Field(
         default=Path("config/gateways.yaml"), description="The gateways YAML (twoway.gateways)"
     )
