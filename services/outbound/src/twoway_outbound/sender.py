@@ -26,7 +26,7 @@ from twoway.gateways import DIALECTS
 from twoway.gateways.config import GatewayConfig, GatewaysConfig, GatewaySecrets
 from twoway.gateways.encoding import SegmentedText, prepare
 from twoway.gateways.results import SendResult
-from twoway.messages import DeliveryEvent, DeliveryStatus, OutboundSMS, utc_now
+from twoway.messages import DeliveryStatus, OutboundSMS, utc_now
 from twoway.topology import EVENTS_EXCHANGE, HEADER_PARTS_SENT, event_key, retry_delay
 from twoway_outbound.gateway_client import send_requests
 from twoway_outbound.ledger import SentLedger
@@ -140,18 +140,8 @@ class Sender:
         detail: str,
         gateway_message_id: str | None = None,
     ) -> None:
-        event = DeliveryEvent(
-            correlation_id=message.correlation_id,
-            trace=message.trace,
-            outbound_id=message.message_id,
-            status=status,
-            gateway_id=gateway_id,
-            gateway_message_id=gateway_message_id,
-            adapter=message.adapter,
-            detail=detail,
-        )
         await self._publisher.publish(
-            event,
+            message.event(status, gateway_id, detail, gateway_message_id),
             exchange=EVENTS_EXCHANGE,
             routing_key=event_key(status, message.adapter),
             mandatory=False,

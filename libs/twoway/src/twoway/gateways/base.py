@@ -124,6 +124,17 @@ class WebhookAnswer:
 EMPTY_ANSWER = WebhookAnswer()
 
 
+def no_signature(gateway: GatewayConfig, request: WebhookRequest, secrets: GatewaySecrets) -> bool:
+    """`check_signature` of a gateway that does not sign its webhooks (use a token or
+    `allow_from`)."""
+    return False
+
+
+def empty_answer(kind: str) -> WebhookAnswer:
+    """`answer` of a gateway that wants an empty 200 to every webhook."""
+    return EMPTY_ANSWER
+
+
 def encode_reference(message_id: str, adapter: str | None) -> str:
     """Our reference for a message, carried by the gateway into its delivery reports."""
     return f"{message_id}:{adapter or ''}"

@@ -17,16 +17,16 @@ from __future__ import annotations
 from typing import Any
 
 from twoway.gateways.base import (
-    EMPTY_ANSWER,
     GatewayRequest,
     GatewayResponse,
     InvalidWebhook,
-    WebhookAnswer,
     WebhookRequest,
     callback_url,
     delivery_event,
+    empty_answer,
     encode_reference,
     inbound_message,
+    no_signature,
     require,
     string_params,
 )
@@ -150,11 +150,7 @@ def parse_status(gateway: GatewayConfig, request: WebhookRequest) -> list[Delive
     return events
 
 
-def check_signature(
-    gateway: GatewayConfig, request: WebhookRequest, secrets: GatewaySecrets
-) -> bool:
-    return False
+check_signature = no_signature
 
 
-def answer(kind: str) -> WebhookAnswer:
-    return EMPTY_ANSWER
+answer = empty_answer

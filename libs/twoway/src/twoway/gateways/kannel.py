@@ -23,14 +23,14 @@ With `post-url` the text is the `text/plain` body and `X-Kannel-From`, `X-Kannel
 from __future__ import annotations
 
 from twoway.gateways.base import (
-    EMPTY_ANSWER,
     GatewayRequest,
     GatewayResponse,
     InvalidWebhook,
-    WebhookAnswer,
     WebhookRequest,
     delivery_event,
+    empty_answer,
     inbound_message,
+    no_signature,
     require,
     status_url,
 )
@@ -139,12 +139,8 @@ def parse_status(gateway: GatewayConfig, request: WebhookRequest) -> list[Delive
     ]
 
 
-def check_signature(
-    gateway: GatewayConfig, request: WebhookRequest, secrets: GatewaySecrets
-) -> bool:
-    return False
+check_signature = no_signature
 
 
-def answer(kind: str) -> WebhookAnswer:
-    """Empty: with `max-messages = 0` or `omit-empty`, Kannel sends no reply SMS."""
-    return EMPTY_ANSWER
+# Empty: with `max-messages = 0` or `omit-empty`, Kannel sends no reply SMS.
+answer = empty_answer

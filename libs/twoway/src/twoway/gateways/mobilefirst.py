@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from twoway.gateways.base import (
     DELIVERY_STATUSES,
-    EMPTY_ANSWER,
     GatewayRequest,
     GatewayResponse,
     InvalidWebhook,
-    WebhookAnswer,
     WebhookRequest,
     delivery_event,
+    empty_answer,
     inbound_message,
+    no_signature,
     require,
     status_url,
 )
@@ -97,11 +97,7 @@ def parse_status(gateway: GatewayConfig, request: WebhookRequest) -> list[Delive
     ]
 
 
-def check_signature(
-    gateway: GatewayConfig, request: WebhookRequest, secrets: GatewaySecrets
-) -> bool:
-    return False
+check_signature = no_signature
 
 
-def answer(kind: str) -> WebhookAnswer:
-    return EMPTY_ANSWER
+answer = empty_answer

@@ -21,13 +21,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from twoway.gateways.base import (
-    EMPTY_ANSWER,
     GatewayRequest,
     GatewayResponse,
-    WebhookAnswer,
     WebhookRequest,
     callback_url,
     delivery_event,
+    empty_answer,
     encode_reference,
     inbound_message,
     require,
@@ -150,5 +149,4 @@ def check_signature(
     return same(signature(key, gateway.signature_method, fields), given.lower())
 
 
-def answer(kind: str) -> WebhookAnswer:
-    return EMPTY_ANSWER
+answer = empty_answer

@@ -15,11 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 from twoway.gateways.base import (
-    EMPTY_ANSWER,
     GatewayRequest,
     GatewayResponse,
-    WebhookAnswer,
     WebhookRequest,
+    empty_answer,
     hmac_hex,
     inbound_message,
     require,
@@ -96,5 +95,4 @@ def check_signature(
     return bool(key) and same("sha256=" + hmac_hex(key or "", request.body), given)
 
 
-def answer(kind: str) -> WebhookAnswer:
-    return EMPTY_ANSWER
+answer = empty_answer
