@@ -8,6 +8,9 @@
 # virtual environment into the runtime. No HEALTHCHECK: Kubernetes probes /readyz and /healthz,
 # compose.yaml declares its own health checks.
 #
+# `--build-arg EXTRA=otel` syncs every service with its `otel` extra too: the OpenTelemetry SDK
+# and OTLP exporter that TWOWAY_OTEL_EXPORTER=console|otlp needs (left out by default).
+#
 # Add a service: copy one block below, change the target name, the package, the port and the
 # command (tests/deploy/test_dockerfile.py checks that every workspace service has its block).
 
@@ -17,10 +20,13 @@ FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
 
 FROM ${PYTHON_IMAGE} AS build
 COPY --from=uv /uv /usr/local/bin/uv
+# An ARG ends with its stage: as ENV it reaches every <service>-venv stage built FROM this one.
+ARG EXTRA=""
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
-    UV_PROJECT_ENVIRONMENT=/app/.venv
+    UV_PROJECT_ENVIRONMENT=/app/.venv \
+    EXTRA=${EXTRA}
 WORKDIR /src
 COPY . .
 
@@ -40,7 +46,7 @@ USER 10001:10001
 # ---- ingress: the public edge, /receiveSMS ---------------------------------------------------
 FROM build AS ingress-venv
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package twoway-ingress
+    uv sync --frozen --no-dev --no-editable --package twoway-ingress ${EXTRA:+"--extra=$EXTRA"}
 
 FROM runtime AS ingress
 COPY --from=ingress-venv /app/.venv /app/.venv
@@ -50,7 +56,7 @@ CMD ["twoway-ingress"]
 # ---- api: the control plane --------------------------------------------------------------------
 FROM build AS api-venv
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package twoway-api
+    uv sync --frozen --no-dev --no-editable --package twoway-api ${EXTRA:+"--extra=$EXTRA"}
 
 FROM runtime AS api
 COPY --from=api-venv /app/.venv /app/.venv
@@ -60,7 +66,7 @@ CMD ["twoway-api"]
 # ---- router: sms.inbound -> adapter queues -----------------------------------------------------
 FROM build AS router-venv
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package twoway-router
+    uv sync --frozen --no-dev --no-editable --package twoway-router ${EXTRA:+"--extra=$EXTRA"}
 
 FROM runtime AS router
 COPY --from=router-venv /app/.venv /app/.venv
@@ -70,7 +76,7 @@ CMD ["twoway-router"]
 # ---- outbound: sms.outbound -> gateways --------------------------------------------------------
 FROM build AS outbound-venv
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package twoway-outbound
+    uv sync --frozen --no-dev --no-editable --package twoway-outbound ${EXTRA:+"--extra=$EXTRA"}
 
 FROM runtime AS outbound
 COPY --from=outbound-venv /app/.venv /app/.venv
@@ -80,7 +86,7 @@ CMD ["twoway-outbound"]
 # ---- broadcaster: a broadcast -> every subscriber of an event source ---------------------------
 FROM build AS broadcaster-venv
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package twoway-broadcaster
+    uv sync --frozen --no-dev --no-editable --package twoway-broadcaster ${EXTRA:+"--extra=$EXTRA"}
 
 FROM runtime AS broadcaster
 COPY --from=broadcaster-venv /app/.venv /app/.venv
@@ -90,7 +96,7 @@ CMD ["twoway-broadcaster"]
 # ---- gateway-sim: a fake SMS gateway for development -------------------------------------------
 FROM build AS gateway-sim-venv
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package twoway-gateway-sim
+    uv sync --frozen --no-dev --no-editable --package twoway-gateway-sim ${EXTRA:+"--extra=$EXTRA"}
 
 FROM runtime AS gateway-sim
 COPY --from=gateway-sim-venv /app/.venv /app/.venv
@@ -100,7 +106,7 @@ CMD ["twoway-gateway-sim"]
 # ---- adapter-echo: ECHO <words> ----------------------------------------------------------------
 FROM build AS adapter-echo-venv
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package twoway-echo
+    uv sync --frozen --no-dev --no-editable --package twoway-echo ${EXTRA:+"--extra=$EXTRA"}
 
 FROM runtime AS adapter-echo
 COPY --from=adapter-echo-venv /app/.venv /app/.venv
@@ -110,7 +116,7 @@ CMD ["twoway-echo"]
 # ---- adapter-bank: BAL / TRANSFER, answered by an HTTP back-end --------------------------------
 FROM build AS adapter-bank-venv
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package twoway-bank-adapter
+    uv sync --frozen --no-dev --no-editable --package twoway-bank-adapter ${EXTRA:+"--extra=$EXTRA"}
 
 FROM runtime AS adapter-bank
 COPY --from=adapter-bank-venv /app/.venv /app/.venv
@@ -120,7 +126,7 @@ CMD ["twoway-bank"]
 # ---- adapter-subscriptions: JOIN / LEAVE event sources -----------------------------------------
 FROM build AS adapter-subscriptions-venv
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package twoway-subscriptions-adapter
+    uv sync --frozen --no-dev --no-editable --package twoway-subscriptions-adapter ${EXTRA:+"--extra=$EXTRA"}
 
 FROM runtime AS adapter-subscriptions
 COPY --from=adapter-subscriptions-venv /app/.venv /app/.venv

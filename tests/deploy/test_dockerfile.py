@@ -11,6 +11,9 @@ from tests.deploy.project import REPO, parse_dockerfile, tool, workspace_service
 
 pytestmark = pytest.mark.deploy
 
+EXTRA_FLAG = '${EXTRA:+"--extra=$EXTRA"}'
+"""How every `uv sync` adds the service's extra named by the build argument EXTRA, if any."""
+
 
 def hadolint(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -58,9 +61,23 @@ def test_images_install_from_the_lock_without_dev_dependencies() -> None:
     ]
     assert runs
     for command in runs:
-        for flag in ("--frozen", "--no-dev", "--no-editable", "--package "):
+        for flag in ("--frozen", "--no-dev", "--no-editable", "--package ", EXTRA_FLAG):
             assert flag in command, command
         assert "devstack" not in command
+
+
+def test_the_extra_build_argument_reaches_every_service_stage() -> None:
+    """`--build-arg EXTRA=otel` (an ARG ends with its stage, so the build stage passes it on as
+    ENV to the `<service>-venv` stages built from it; empty by default: no extra)."""
+    build, stage = [], ""
+    for instruction in parse_dockerfile().instructions:
+        kind, value = instruction["instruction"], instruction["value"]
+        if kind == "FROM":
+            stage = value.partition(" AS ")[2]
+        elif stage == "build":
+            build.append((kind, value))
+    assert ("ARG", 'EXTRA=""') in build
+    assert any(kind == "ENV" and "EXTRA=${EXTRA}" in value for kind, value in build)
 
 
 def test_images_run_as_a_non_root_user_on_a_slim_python_without_healthcheck() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import ip_address, ip_network
 from typing import Any
 
 import jsonschema
@@ -22,6 +24,7 @@ from tests.deploy.project import (
     validate_resource,
 )
 from twoway.topology import OUTBOUND_BULK_QUEUE, OUTBOUND_QUEUE, adapter_queue
+from twoway_ingress.settings import IngressSettings
 
 pytestmark = pytest.mark.deploy
 
@@ -102,6 +105,20 @@ Mistake = Callable[[Resource], object]
             lambda d: d["spec"].update(replicas="three"),
             jsonschema.ValidationError,
             id="rabbitmq-wrong-type",
+        ),
+        pytest.param(
+            "RabbitmqCluster",
+            lambda d: d["spec"]["affinity"]["podAntiAffinity"][
+                "preferredDuringSchedulingIgnoredDuringExecution"
+            ][0]["podAffinityTerm"].update(topologyKeys=["zone"]),
+            jsonschema.ValidationError,
+            id="rabbitmq-misspelt-affinity",
+        ),
+        pytest.param(
+            "RabbitmqCluster",
+            lambda d: d["spec"]["rabbitmq"].update(additionalConfig="x" * 2001),
+            jsonschema.ValidationError,
+            id="rabbitmq-config-too-long",
         ),
         pytest.param(
             "MongoDBCommunity",
@@ -250,6 +267,105 @@ def test_only_ingress_and_api_take_outside_traffic(overlay: str) -> None:
             and any("from" not in rule for rule in p["spec"].get("ingress", []))
         ]
         assert bool(open_to_all) == (name(deployment) in PUBLIC_SERVICES), name(deployment)
+
+
+POD_NETWORK_ADDRESSES = ["10.244.1.7", "10.42.0.9", "172.20.3.4", "192.168.7.2", "fd00:10:244::5"]
+"""Where ingress controllers post from: kind/kubeadm/minikube, k3s, other CNIs, dual stack."""
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ingress_believes_the_forwarded_headers_of_the_ingress_controller_only(
+    overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without TWOWAY_TRUSTED_PROXIES, ingress sees the controller's pod as every gateway's
+    address (allow_from refuses) and ignores X-Forwarded-Proto/Host (signatures fail)."""
+    value = config_value(overlay, "TWOWAY_TRUSTED_PROXIES")
+    monkeypatch.setenv("TWOWAY_TRUSTED_PROXIES", value)
+    proxies = [ip_network(network) for network in IngressSettings().trusted_proxies]
+
+    def trusted(address: str) -> bool:
+        return any(ip_address(address) in network for network in proxies)
+
+    assert all(trusted(address) for address in POD_NETWORK_ADDRESSES)
+    assert not any(trusted(address) for address in ("203.0.113.9", "8.8.8.8", "2001:db8::1"))
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A pod that opens a connection: its labels and its namespace."""
+
+    labels: dict[str, str]
+    namespace: str
+
+
+def admits(policy: Resource, peer: Peer, port: int) -> bool:
+    """Whether the NetworkPolicy lets `peer` connect to `port` of the pods it selects."""
+    for rule in policy["spec"].get("ingress", []):
+        if "ports" in rule and port not in [p["port"] for p in rule["ports"]]:
+            continue
+        for source in rule.get("from", [{"namespaceSelector": {}}]):
+            in_namespace = (
+                selects(source["namespaceSelector"], {NAMESPACE_NAME: peer.namespace})
+                if "namespaceSelector" in source
+                else peer.namespace == policy["metadata"]["namespace"]
+            )
+            if in_namespace and selects(source.get("podSelector", {}), peer.labels):
+                return True
+    return False
+
+
+NAMESPACE_NAME = "kubernetes.io/metadata.name"
+"""The label every namespace carries with its name."""
+
+
+def backend_pods(resources: tuple[Resource, ...]) -> dict[str, tuple[dict[str, str], int]]:
+    """The labels the operators give the RabbitMQ and MongoDB pods, and their client port."""
+    [rabbitmq] = of_kind(resources, "RabbitmqCluster")
+    [mongodb] = of_kind(resources, "MongoDBCommunity")
+    return {
+        "rabbitmq": (
+            {"app.kubernetes.io/name": name(rabbitmq), "app.kubernetes.io/component": "rabbitmq"},
+            5672,
+        ),
+        "mongodb": ({"app": f"{name(mongodb)}-svc"}, 27017),
+    }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("backend", ["rabbitmq", "mongodb"])
+def test_backends_take_clients_only_from_twoway_pods(overlay: str, backend: str) -> None:
+    resources = rendered_overlay(overlay)
+    labels, client_port = backend_pods(resources)[backend]
+    [policy] = [
+        p for p in of_kind(resources, "NetworkPolicy") if selects(p["spec"]["podSelector"], labels)
+    ]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert all("from" in rule for rule in policy["spec"]["ingress"]), "open to all"
+    here = policy["metadata"]["namespace"]
+    twoway = [
+        Peer(d["spec"]["template"]["metadata"]["labels"], here)
+        for d in of_kind(resources, "Deployment")
+    ]
+    keda = Peer({"app.kubernetes.io/name": "keda-operator"}, "keda")
+    operator = Peer({"app.kubernetes.io/component": "rabbitmq-operator"}, "rabbitmq-system")
+    intruder = Peer({"app": "intruder"}, here)
+    peer_node = Peer(labels, here)  # another member or node of the same cluster
+    rabbitmq = backend == "rabbitmq"
+    connections = [
+        *[(pod, client_port, True) for pod in twoway],
+        (intruder, client_port, False),
+        (Peer({"app.kubernetes.io/part-of": "twoway"}, "elsewhere"), client_port, False),
+        (peer_node, client_port, True),
+        (keda, client_port, rabbitmq),  # KEDA's rabbitmq scaler reads queue lengths
+        (operator, client_port, False),
+        (twoway[0], 15672, False),
+        (keda, 15672, rabbitmq),  # the scaler with protocol: http
+        (operator, 15672, rabbitmq),  # the management API
+        (peer_node, 25672, True),  # clustering
+        (intruder, 25672, False),
+    ]
+    for peer, port, allowed in connections:
+        assert admits(policy, peer, port) == allowed, (peer, port)
 
 
 def test_the_dev_overlay_runs_every_image_with_compose_settings() -> None:
