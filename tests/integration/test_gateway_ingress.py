@@ -58,12 +58,23 @@ gateways:
 """
 
 
+LOOPBACK = "127.0.0.0/8"
+"""Where the tests post from: listed in `trusted_proxies`, the tests play the proxy."""
+
+
+@pytest.fixture
+def trusted_proxies() -> list[str]:
+    """TWOWAY_TRUSTED_PROXIES (a test parametrizes it to play a proxy)."""
+    return []
+
+
 @pytest.fixture
 async def ingress(
     make_settings: Callable[..., Any],
     amqp: AbstractRobustConnection,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    trusted_proxies: list[str],
 ) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
     config = tmp_path / "gateways.yaml"
     config.write_text(GATEWAYS)
@@ -80,8 +91,8 @@ async def ingress(
     await queue.purge()
     await queue.bind(INBOUND_EXCHANGE, routing_key="#")
     await queue.bind(EVENTS_EXCHANGE, routing_key="#")
-    app = create_app(make_settings(IngressSettings, gateways_file=config))
-    async with serving(app) as url, aiohttp.ClientSession() as http:
+    settings = make_settings(IngressSettings, gateways_file=config, trusted_proxies=trusted_proxies)
+    async with serving(create_app(settings)) as url, aiohttp.ClientSession() as http:
         yield url, http
     await queue.delete(if_unused=False, if_empty=False)
     await channel.close()
@@ -135,24 +146,85 @@ async def test_kannel_delivery_report_is_a_delivery_event(
     )
 
 
+TWILIO_FORM = {"From": SENDER, "To": "+15017122661", "Body": "hello", "MessageSid": "SM1"}
+PROXIED_TWILIO_HEADERS = {
+    # Signed for the URL Twilio called: the proxy's, which it forwards to us.
+    "X-Twilio-Signature": RequestValidator(TOKEN).compute_signature(
+        "https://sms.example.com/gateways/twilio/inbound", TWILIO_FORM
+    ),
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "sms.example.com",
+}
+
+
+@pytest.mark.parametrize("trusted_proxies", [[LOOPBACK]])
 async def test_twilio_signed_post_behind_a_proxy(
     ingress: tuple[str, aiohttp.ClientSession], amqp: AbstractRobustConnection
 ) -> None:
     url, http = ingress
-    form = {"From": SENDER, "To": "+15017122661", "Body": "hello", "MessageSid": "SM1"}
-    public = "https://sms.example.com/gateways/twilio/inbound"
-    signature = RequestValidator(TOKEN).compute_signature(public, form)
-    headers = {
-        "X-Twilio-Signature": signature,
-        "X-Forwarded-Proto": "https",
-        "X-Forwarded-Host": "sms.example.com",
-    }
+    form, headers = TWILIO_FORM, PROXIED_TWILIO_HEADERS
     async with http.post(f"{url}/gateways/twilio/inbound", data=form, headers=headers) as response:
         assert response.status == 200
         assert response.content_type == "text/xml"
         assert "<Response></Response>" in await response.text()
     [document] = await captured(amqp, 1)
     assert InboundSMS.model_validate(document).gateway_message_id == "SM1"
+
+
+FORWARDED: tuple[tuple[Any, ...], ...] = (
+    (
+        "twilio-signed-for-the-forwarded-url",
+        "twilio/inbound",
+        {"data": TWILIO_FORM, "headers": PROXIED_TWILIO_HEADERS},
+    ),
+    (
+        "allow-listed-gateway",
+        "office/inbound",
+        {"json": {"from": SENDER, "text": "hi"}, "headers": {"X-Forwarded-For": "192.0.2.7"}},
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("trusted_proxies", "status"),
+    [([LOOPBACK], 200), ([], 403), (["10.0.0.0/8"], 403)],
+    ids=["from-a-trusted-proxy", "no-proxy-trusted", "from-another-address"],
+)
+@pytest.mark.parametrize(
+    ("path", "request_args"), [c[1:] for c in FORWARDED], ids=[c[0] for c in FORWARDED]
+)
+async def test_forwarded_headers_count_only_from_a_trusted_proxy(
+    ingress: tuple[str, aiohttp.ClientSession],
+    amqp: AbstractRobustConnection,
+    path: str,
+    request_args: dict[str, Any],
+    status: int,
+) -> None:
+    """X-Forwarded-For (allow_from) and X-Forwarded-Proto/Host (the URL a signature covers) are
+    believed from a peer in TWOWAY_TRUSTED_PROXIES only: from anyone else, a forgery."""
+    url, http = ingress
+    async with http.post(f"{url}/gateways/{path}", **request_args) as response:
+        assert response.status == status
+    assert await queue_length(amqp, CAPTURE_QUEUE) == (status == 200)
+
+
+@pytest.mark.parametrize(
+    ("trusted_proxies", "forwarded_for", "status"),
+    [
+        ([LOOPBACK], "192.0.2.7, 203.0.113.9", 403),
+        ([LOOPBACK, "192.0.2.0/24"], "203.0.113.9, 192.0.2.7", 403),
+        ([LOOPBACK, "192.0.2.0/24"], "192.0.2.7", 200),
+    ],
+    ids=["client-wrote-a-first-hop", "behind-two-proxies", "client-in-a-trusted-network"],
+)
+async def test_the_client_is_the_last_forwarded_hop_that_is_no_trusted_proxy(
+    ingress: tuple[str, aiohttp.ClientSession], forwarded_for: str, status: int
+) -> None:
+    url, http = ingress
+    headers = {"X-Forwarded-For": forwarded_for}
+    body = {"from": SENDER, "text": "hi"}
+    async with http.post(f"{url}/gateways/office/inbound", json=body, headers=headers) as response:
+        assert response.status == status
 
 
 REFUSED: tuple[tuple[Any, ...], ...] = (
@@ -234,6 +306,15 @@ BAD_POSTS: tuple[tuple[Any, ...], ...] = (
         422,
     ),
     ("kannel-unknown-dlr-type", "kannel/status?token=k-token&ref=r&type=3", {}, 422),
+    (
+        "form-unknown-charset",
+        "kannel/inbound?token=k-token",
+        {
+            "data": b"text=hi",
+            "headers": {"Content-Type": "application/x-www-form-urlencoded; charset=bogus"},
+        },
+        400,
+    ),
 )
 
 

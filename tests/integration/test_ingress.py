@@ -1,4 +1,5 @@
-"""Ingress against a real broker: 202 only after the confirm, 503 when the broker is gone."""
+"""Ingress against a real broker: 202 only after the confirm, 503 when the broker is gone; MO
+keeps being accepted (and ingress stays ready) while the database is gone."""
 
 from __future__ import annotations
 
@@ -8,17 +9,20 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from aio_pika.abc import AbstractRobustConnection
 
-from tests.support.broker import drain
+from tests.support.broker import drain, listening
 from tests.support.servers import serving
 from twoway.messages import InboundSMS
-from twoway.service import AMQP_CONNECTION
+from twoway.service import AMQP_CONNECTION, MONGO_CLIENT
 from twoway.topology import INBOUND_EXCHANGE, ROUTER_QUEUE, declare_exchanges, declare_work_queue
 from twoway_ingress.app import create_app
 from twoway_ingress.settings import IngressSettings
 
 pytestmark = pytest.mark.rabbit
+
+MO = {"from": "+15551234567", "to": "12345", "text": "ECHO hi"}
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,3 +75,43 @@ async def test_without_a_broker_ingress_answers_503_and_is_not_ready(
         async with http.get(f"{url}/readyz") as response:
             assert response.status == 503
             assert (await response.json())["checks"]["broker"] is False
+
+
+async def test_every_log_line_of_an_accepted_sms_carries_its_ids(
+    settings: IngressSettings, amqp: AbstractRobustConnection
+) -> None:
+    async with (
+        listening(amqp, INBOUND_EXCHANGE, "inbound.#"),
+        serving(create_app(settings)) as url,
+        aiohttp.ClientSession() as http,
+    ):
+        with structlog.testing.capture_logs(
+            processors=[structlog.contextvars.merge_contextvars]
+        ) as logs:
+            async with http.post(f"{url}/receiveSMS", data=MO) as response:
+                assert response.status == 202
+                message_id = (await response.json())["message_id"]
+    [accepted] = [line for line in logs if line["event"] == "inbound_accepted"]
+    # An inbound SMS starts its conversation: it is its own correlation id.
+    assert (accepted["message_id"], accepted["correlation_id"]) == (message_id, message_id)
+
+
+@pytest.mark.mongo
+async def test_without_the_database_mo_is_still_accepted_and_ingress_stays_ready(
+    settings: IngressSettings, amqp: AbstractRobustConnection
+) -> None:
+    app = create_app(settings)
+    async with (
+        listening(amqp, INBOUND_EXCHANGE, "inbound.#") as published,
+        serving(app) as url,
+        aiohttp.ClientSession() as http,
+    ):
+        await app[MONGO_CLIENT].close()
+        async with http.get(f"{url}/readyz") as response:
+            assert response.status == 200
+            assert (await response.json())["checks"] == {"broker": True}
+        async with http.post(f"{url}/receiveSMS", data=MO) as response:
+            assert response.status == 202
+            message_id = (await response.json())["message_id"]
+        [queued] = await drain(amqp, published, expect=1)
+    assert queued.message_id == message_id

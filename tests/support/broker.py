@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
@@ -16,6 +17,7 @@ from twoway.topology import (
     UNMATCHED_QUEUE,
     adapter_queue,
     dead_letter_queue,
+    declare_exchanges,
     retry_queue,
 )
 
@@ -79,4 +81,34 @@ async def queue_length(connection: AbstractRobustConnection, queue: str) -> int:
         result = await declared.declare()
         return int(result.message_count or 0)
     finally:
+        await channel.close()
+
+
+async def queue_exists(connection: AbstractRobustConnection, queue: str) -> bool:
+    channel = await connection.channel()
+    try:
+        await channel.declare_queue(queue, passive=True)
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        return False
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    return True
+
+
+@asynccontextmanager
+async def listening(
+    connection: AbstractRobustConnection, exchange: str, routing_key: str
+) -> AsyncIterator[str]:
+    """A private queue (exclusive, auto-deleted) bound to `exchange` with `routing_key` while the
+    block runs: everything published there meanwhile, to read with `drain` or `queue_length`.
+    Yields the queue's name; declares the exchanges first, so it can bind before any service."""
+    channel = await connection.channel()
+    await declare_exchanges(channel)
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    try:
+        await queue.bind(exchange, routing_key=routing_key)
+        yield queue.name
+    finally:
+        await queue.delete(if_unused=False, if_empty=False)
         await channel.close()

@@ -32,6 +32,7 @@ def restore_logging() -> Iterator[None]:
 
 MASK_CASES = (
     ("string", {"event": f"from {PHONE}"}, {"event": f"from {MASKED}"}),
+    ("spelled-out", {"event": "from +1 415 555 2671"}, {"event": "from +1 **********71"}),
     ("nested-dict", {"fields": {"from": PHONE, "n": 3}}, {"fields": {"from": MASKED, "n": 3}}),
     ("list", {"to": [PHONE, "12345"]}, {"to": [MASKED, "12345"]}),
     ("tuple-becomes-list", {"to": (PHONE,)}, {"to": [MASKED]}),

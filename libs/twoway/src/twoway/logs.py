@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping, MutableMapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import structlog
 
+from twoway.messages import Envelope
 from twoway.phone import mask_phone, mask_phones_in
 from twoway.settings import TwowaySettings
 from twoway.tracing import configure_tracing
@@ -42,6 +44,14 @@ def mask_phone_numbers(
         else:
             event_dict[key] = _mask(value)
     return event_dict
+
+
+def bound_message_ids(message: Envelope) -> AbstractContextManager[None]:
+    """Binds `message_id` and `correlation_id` to every log line inside; a message that starts a
+    conversation (an inbound SMS) is its own correlation id."""
+    return structlog.contextvars.bound_contextvars(
+        message_id=message.message_id, correlation_id=message.correlation_id or message.message_id
+    )
 
 
 def configure_logging(settings: TwowaySettings, service: str) -> None:

@@ -9,9 +9,10 @@
     if __name__ == "__main__":
         adapter.main()
 
-At start-up the adapter registers its handlers in the handler registry (MongoDB) and tells every
-router through `sms.control`; then it consumes its own queue, `adapter.<name>`, and calls the
-handler the router chose. A handler's replies are confirmed by the broker before the inbound SMS is
+At start-up the adapter declares and consumes its own queue, `adapter.<name>`, then registers its
+handlers in the handler registry (MongoDB) and tells every router through `sms.control` (in this
+order, so that a router never routes to a queue that does not exist yet); it calls the handler the
+router chose. A handler's replies are confirmed by the broker before the inbound SMS is
 acked, so a crash in between redelivers the SMS rather than losing the reply.
 
 Handlers call back-ends with `context.http` (`twoway.sdk_http`), hold conversations with
@@ -22,6 +23,7 @@ Handlers call back-ends with `context.http` (`twoway.sdk_http`), hold conversati
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -85,6 +87,9 @@ from twoway.topology import (
 
 log = structlog.get_logger(__name__)
 
+ANNOUNCE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
+"""Seconds before each retry of a `HandlersChanged` announcement the broker did not confirm."""
+
 
 class AdapterSettings(
     HandlerPolicySettings, BackendClientSettings, ConversationSettings, WorkerSettings
@@ -119,7 +124,6 @@ class HandlerContext:
         self._conversations = conversations
         self.conversation = conversation
         """The conversation this SMS answers (see `ask`), else None."""
-        self.log = log.bind(adapter=adapter)
 
     @cached_property
     def http(self) -> BackendClient:
@@ -333,20 +337,34 @@ class Adapter:
             log.info("sms_handled")
         metrics.HANDLED.labels(adapter=self.name).inc()
 
-    async def register_handlers(self, registry: HandlerRegistry, publisher: Publisher) -> None:
-        """Write this adapter's handler set to the registry and tell the routers."""
+    async def register_handlers(
+        self,
+        registry: HandlerRegistry,
+        publisher: Publisher,
+        *,
+        retry_delays: Sequence[float] = ANNOUNCE_RETRY_DELAYS,
+    ) -> None:
+        """Write this adapter's handler set to the registry and tell the routers; an announcement
+        the broker does not confirm is retried after each of `retry_delays`, then logged (the
+        routers' reload timer picks the set up then)."""
         await registry.ensure_indexes()
         await registry.replace_adapter_handlers(self.name, self.registrations)
-        try:
-            await publisher.publish(
-                HandlersChanged(adapter=self.name),
-                exchange=CONTROL_EXCHANGE,
-                routing_key="",
-                mandatory=False,
-            )
-        except PublishFailed as error:
-            log.warning("handlers_changed_not_announced", error=str(error))
         log.info("handlers_registered", handlers=[h.handler for h in self.registrations])
+        for retry_in in (*retry_delays, None):
+            try:
+                await publisher.publish(
+                    HandlersChanged(adapter=self.name),
+                    exchange=CONTROL_EXCHANGE,
+                    routing_key="",
+                    mandatory=False,
+                )
+                return
+            except PublishFailed as error:
+                if retry_in is None:
+                    log.warning("handlers_changed_not_announced", error=str(error))
+                else:
+                    log.info("handlers_changed_retry", retry_in=retry_in, error=str(error))
+                    await asyncio.sleep(retry_in)
 
     def create_app(self, settings: AdapterSettings) -> web.Application:
         app = create_base_app()
@@ -363,11 +381,12 @@ class Adapter:
         app.cleanup_ctx.append(expose_context)
 
         async def registration(app: web.Application) -> AsyncIterator[None]:
-            await ConversationStore(app[MONGO_DB]).ensure_indexes()
             await self.register_handlers(HandlerRegistry(app[MONGO_DB]), app[PUBLISHER])
             yield
 
         async def build_consumer(app: web.Application) -> Consumer[InboundSMS]:
+            store = ConversationStore(app[MONGO_DB])
+            await store.ensure_indexes()
             channel = await open_consumer_channel(app, settings.prefetch)
             queue = await declare_work_queue(
                 channel,
@@ -378,9 +397,7 @@ class Adapter:
             )
             publisher = app[PUBLISHER]
             policy = FailurePolicy(self.name, queue.name, settings, publisher)
-            conversations = AdapterConversations(
-                ConversationStore(app[MONGO_DB]), self.name, self._handlers, settings
-            )
+            conversations = AdapterConversations(store, self.name, self._handlers, settings)
             senders = KeyedSequencer()  # ordered handlers: one sender's SMS one at a time
 
             async def handle(message: InboundSMS, incoming: AbstractIncomingMessage) -> None:
@@ -426,8 +443,9 @@ class Adapter:
 
             return Consumer(queue, InboundSMS, handle, publisher)
 
-        app.cleanup_ctx.append(registration)
+        # The queue before the handlers: routers route to it as soon as they learn of them.
         app.cleanup_ctx.append(consumer_context(build_consumer, settings.shutdown_grace))
+        app.cleanup_ctx.append(registration)
         return app
 
     def main(self, settings: AdapterSettings | None = None) -> None:

@@ -3,8 +3,12 @@
 Each service has a `create_app(settings) -> web.Application` factory. Resources (the AMQP
 connection, the MongoDB client, consumers) are opened and closed by `cleanup_ctx` entries, so
 nothing connects at import time and `aiohttp.web.run_app` gives every service the same graceful
-shutdown on SIGINT/SIGTERM: readiness fails, consumers stop, in-flight work finishes, connections
-close. Queue workers serve only `/healthz`, `/readyz` and `/metrics`.
+shutdown on SIGINT/SIGTERM: the listening socket closes at once (so every probe, readiness
+included, fails from then on), requests in progress finish, consumers stop, in-flight messages
+finish within the grace (or go back to their queue unacked), connections close, exit status 0.
+Taking a pod out of its Service's endpoints before SIGTERM is the orchestrator's part (the
+manifests' `preStop` sleep): once SIGTERM arrives nothing is left to announce through
+`/readyz`. Queue workers serve only `/healthz`, `/readyz` and `/metrics`.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ ReadyCheck = Callable[[], Awaitable[bool]]
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 READY_CHECKS = web.AppKey("ready_checks", dict[str, ReadyCheck])
-DRAINING = web.AppKey("draining", list[bool])
 AMQP_CONNECTION = web.AppKey("amqp_connection", AbstractRobustConnection)
 PUBLISHER = web.AppKey("publisher", Publisher)
 MONGO_CLIENT = web.AppKey("mongo_client", AsyncMongoClient[Document])
@@ -45,8 +48,6 @@ async def _healthz(_request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    if request.app[DRAINING][0]:
-        return web.json_response({"status": "draining"}, status=503)
     results = {name: await check() for name, check in request.app[READY_CHECKS].items()}
     ready = all(results.values())
     return web.json_response(
@@ -61,10 +62,6 @@ async def _metrics(_request: web.Request) -> web.Response:
     return response
 
 
-async def _mark_draining(app: web.Application) -> None:
-    app[DRAINING][0] = True
-
-
 def create_base_app(
     *, middlewares: Sequence[Middleware] = (), client_max_size: int = 1024**2
 ) -> web.Application:
@@ -74,11 +71,9 @@ def create_base_app(
         middlewares=[trace_requests, *middlewares], client_max_size=client_max_size
     )
     app[READY_CHECKS] = {}
-    app[DRAINING] = [False]
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
-    app.on_shutdown.append(_mark_draining)
     return app
 
 
@@ -107,7 +102,7 @@ def mongo_context(
     settings: TwowaySettings, service: str, *, ready_check: bool = True
 ) -> CleanupContext:
     """Opens the MongoDB client. `ready_check=False`: the service stays ready without the
-    database (ingress, whose /receiveSMS never touches it)."""
+    database (ingress, whose MO path never touches it)."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         client = mongo_client(settings, service)

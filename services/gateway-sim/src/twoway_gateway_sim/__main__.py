@@ -14,19 +14,20 @@ import aiohttp
 from twoway.logs import configure_logging
 from twoway.service import run_service
 from twoway_gateway_sim.settings import GatewaySimSettings
-from twoway_gateway_sim.simulator import create_app
+from twoway_gateway_sim.simulator import create_app, post_to_ingress
 
 
 async def send_mo(ingress_url: str, sender: str, recipient: str, text: str) -> int:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(
-            ingress_url.rstrip("/") + "/receiveSMS",
-            data={"from": sender, "to": recipient, "text": text},
-        ) as response,
-    ):
-        print(response.status, await response.text())
-        return 0 if response.status < 300 else 1
+    """Post one MO and print ingress's answer; exit status 0 if ingress accepted it."""
+    fields = {"from": sender, "to": recipient, "text": text}
+    async with aiohttp.ClientSession() as http:
+        try:
+            status, body = await post_to_ingress(http, ingress_url, fields)
+        except aiohttp.ClientError as error:
+            print(f"ingress at {ingress_url} did not answer: {error}", file=sys.stderr)
+            return 1
+    print(status, body)
+    return 0 if status < 300 else 1
 
 
 def main() -> None:

@@ -13,28 +13,25 @@ adapter (services/adapters/bank) to call over HTTP.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 from ulid import ULID
+
+from twoway_gateway_sim.faults import Faults, read_faults
 
 OPENING_BALANCE = Decimal("100.00")
 CURRENCY = "USD"
 RECORDED_HEADERS = ("X-Twoway-Message-Id", "X-Correlation-Id", "traceparent", "Idempotency-Key")
 
 
-class BackendFaults(BaseModel):
-    """What the next `count` calls do: answer `status`, after `delay` seconds."""
+class BackendFaults(Faults):
+    """A back-end's faults answer 503 unless told otherwise."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    count: int = Field(default=1, ge=0)
     status: int = Field(default=503, ge=100, le=599)
-    delay: float = Field(default=0.0, ge=0)
 
 
 @dataclass
@@ -69,11 +66,9 @@ async def _record_and_fault(request: web.Request, handler: Any) -> web.StreamRes
             },
         }
     )
-    if state.faults.count > 0:
-        state.faults.count -= 1
-        if state.faults.delay:
-            await asyncio.sleep(state.faults.delay)
-        return web.json_response({"error": "injected fault"}, status=state.faults.status)
+    injected = await state.faults.inject()
+    if injected is not None:
+        return injected
     response = await handler(request)
     return response
 
@@ -122,10 +117,7 @@ async def post_transfer(request: web.Request) -> web.Response:
 
 
 async def set_faults(request: web.Request) -> web.Response:
-    try:
-        request.app[BACKEND].faults = BackendFaults.model_validate_json(await request.read())
-    except ValidationError as error:
-        return web.json_response({"error": f"bad faults: {error}"}, status=400)
+    request.app[BACKEND].faults = await read_faults(request, BackendFaults)
     return web.json_response({"status": "set"})
 
 

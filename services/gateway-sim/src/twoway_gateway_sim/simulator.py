@@ -4,17 +4,19 @@ As a gateway's send API it takes MT at `GET|POST /sendSMS` (the MobileFirst HTTP
 `from`, `text` and any other parameter) and records it: `GET /messages` lists what it received,
 `DELETE /messages` forgets it; an MT carrying a `dlr_url` parameter (a gateway's `status_param`)
 is reported delivered to that URL. `POST /faults` makes the next sends fail (`{"status": 500,
-"count": 2}`, or `{"delay": 30}` to time out). As a phone, `POST /mo` (`from`, `to`, `text`)
-posts an
-MO message to ingress's `/receiveSMS` and answers with ingress's status and body. Under
-`/backend` it also plays the demo bank back-end the bank adapter calls (`backend.py`).
+"count": 2}`, or `{"delay": 30}` to time out). As a phone, `POST /mo` (a JSON object of string
+parameters: `from`, `to`, `text`, ...) posts an MO message to ingress's `/receiveSMS` and answers
+with ingress's status and body, or 502 when ingress cannot be reached. Errors are JSON
+(`twoway.http_errors`). Under `/backend` it also plays the demo bank back-end the bank adapter
+calls (`backend.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,25 +24,20 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from twoway.http_errors import InvalidRequest, error_response, json_errors
 from twoway.messages import utc_now
 from twoway.service import create_base_app
 from twoway_gateway_sim.backend import add_backend_routes
+from twoway_gateway_sim.faults import Faults, read_faults
 from twoway_gateway_sim.settings import GatewaySimSettings
 
 log = structlog.get_logger(__name__)
 
 
 @dataclass
-class Faults:
-    status: int = 500
-    count: int = 0
-    delay: float = 0.0
-
-
-@dataclass
 class GatewayState:
     received: deque[dict[str, Any]]
-    faults: Faults = field(default_factory=Faults)
+    faults: Faults = field(default_factory=lambda: Faults(count=0))
     attempts: int = 0
     reports: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -57,11 +54,9 @@ async def send_sms(request: web.Request) -> web.Response:
     if request.method == "POST":
         form = await request.post()
         fields.update({key: value for key, value in form.items() if isinstance(value, str)})
-    if state.faults.count > 0:
-        state.faults.count -= 1
-        if state.faults.delay:
-            await asyncio.sleep(state.faults.delay)
-        return web.json_response({"error": "injected fault"}, status=state.faults.status)
+    injected = await state.faults.inject()
+    if injected is not None:
+        return injected
     if "to" not in fields or "text" not in fields:
         return web.json_response({"error": "to and text are required"}, status=400)
     record = {
@@ -105,28 +100,44 @@ async def clear_messages(request: web.Request) -> web.Response:
 
 
 async def set_faults(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-        faults = Faults(
-            int(body.get("status", 500)), int(body.get("count", 1)), float(body.get("delay", 0))
-        )
-    except (ValueError, TypeError, AttributeError) as error:
-        return web.json_response({"error": f"bad faults: {error}"}, status=400)
-    request.app[STATE].faults = faults
+    request.app[STATE].faults = await read_faults(request, Faults)
     return web.json_response({"status": "set"})
+
+
+async def post_to_ingress(
+    http: aiohttp.ClientSession, ingress_url: str, fields: Mapping[str, str]
+) -> tuple[int, str]:
+    """Post an MO form to ingress's /receiveSMS as a phone's gateway does: its status and body.
+    Raises `aiohttp.ClientError` when ingress cannot be reached."""
+    async with http.post(ingress_url.rstrip("/") + "/receiveSMS", data=fields) as response:
+        return response.status, await response.text()
+
+
+def _mo_fields(body: bytes) -> dict[str, str]:
+    try:
+        fields = json.loads(body)
+    except ValueError as error:
+        raise InvalidRequest(400, "invalid_json", f"the body is not valid JSON: {error}") from error
+    if not isinstance(fields, dict):
+        raise InvalidRequest(400, "invalid_json", "post a JSON object: from, to, text")
+    for key, value in fields.items():
+        if not isinstance(value, str):
+            raise InvalidRequest(422, "invalid_field", f"{key} must be a string", key)
+    return fields
 
 
 async def post_mo(request: web.Request) -> web.Response:
     """Act as a phone: post the given MO (`from`, `to`, `text`) to ingress's /receiveSMS."""
+    fields = _mo_fields(await request.read())
+    ingress_url = request.app[SETTINGS].ingress_url
     try:
-        fields = await request.json()
-    except ValueError:
-        return web.json_response({"error": "post a JSON object"}, status=400)
-    url = request.app[SETTINGS].ingress_url.rstrip("/") + "/receiveSMS"
-    async with request.app[HTTP].post(url, data=fields) as response:
-        return web.json_response(
-            {"ingress_status": response.status, "ingress_body": await response.text()}
+        status, body = await post_to_ingress(request.app[HTTP], ingress_url, fields)
+    except aiohttp.ClientError as error:
+        log.warning("ingress_unreachable", error=str(error))
+        return error_response(
+            502, "ingress_unreachable", f"ingress at {ingress_url} did not answer: {error}"
         )
+    return web.json_response({"ingress_status": status, "ingress_body": body})
 
 
 async def _http(app: web.Application) -> AsyncIterator[None]:
@@ -136,7 +147,7 @@ async def _http(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: GatewaySimSettings) -> web.Application:
-    app = create_base_app()
+    app = create_base_app(middlewares=[json_errors()])
     app[SETTINGS] = settings
     app[STATE] = GatewayState(deque(maxlen=settings.max_recorded))
     app.cleanup_ctx.append(_http)

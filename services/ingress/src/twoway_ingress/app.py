@@ -8,6 +8,7 @@ from aiohttp import web
 from twoway import metrics
 from twoway.broker import PublishFailed
 from twoway.gateways.config import GatewaysConfig, load_gateways
+from twoway.logs import bound_message_ids
 from twoway.messages import InboundSMS
 from twoway.service import PUBLISHER, amqp_context, create_base_app, mongo_context
 from twoway.topology import INBOUND_EXCHANGE, inbound_key
@@ -26,7 +27,7 @@ GATEWAYS = web.AppKey("gateways", GatewaysConfig)
 async def publish_inbound(request: web.Request, message: InboundSMS) -> web.Response:
     """Publish `message` and answer 202 once confirmed, or 503 (the gateway retries)."""
     settings = request.app[SETTINGS]
-    with structlog.contextvars.bound_contextvars(message_id=message.message_id):
+    with bound_message_ids(message):
         try:
             await request.app[PUBLISHER].publish(
                 message, exchange=INBOUND_EXCHANGE, routing_key=inbound_key(message.gateway_id)
@@ -62,6 +63,9 @@ def create_app(settings: IngressSettings) -> web.Application:
     app[SETTINGS] = settings
     app[GATEWAYS] = load_gateways(settings.gateways_file)
     app.cleanup_ctx.append(amqp_context(settings, "ingress"))
+    # Readiness is the broker's alone: /receiveSMS and the gateway endpoints (the MO path) need
+    # only the broker, so ingress keeps accepting MO while MongoDB is down rather than leaving
+    # the gateways with no endpoint. /subscribeSMS answers 503 meanwhile.
     app.cleanup_ctx.append(mongo_context(settings, "ingress", ready_check=False))
     app.cleanup_ctx.append(subscriptions_context(settings))
     app.router.add_route("GET", "/subscribeSMS", subscribe_sms)

@@ -12,9 +12,9 @@ for Twilio), only once every message of the post is confirmed.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from ipaddress import ip_address, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from typing import TypeVar
 from urllib.parse import parse_qsl
 
@@ -27,10 +27,11 @@ from twoway.gateways import DIALECTS, Dialect
 from twoway.gateways.authenticity import check_configuration, refusal
 from twoway.gateways.base import InvalidWebhook, WebhookAnswer, WebhookRequest
 from twoway.gateways.config import GatewayConfig, GatewaysConfig, GatewaySecrets
+from twoway.logs import bound_message_ids
 from twoway.messages import DeliveryEvent, Envelope, InboundSMS
 from twoway.service import PUBLISHER
 from twoway.topology import EVENTS_EXCHANGE, INBOUND_EXCHANGE, event_key, inbound_key
-from twoway_ingress.errors import InvalidRequest, error_response
+from twoway_ingress.errors import InvalidRequest, error_response, refusing_malformed_bodies
 from twoway_ingress.settings import IngressSettings
 
 log = structlog.get_logger(__name__)
@@ -47,61 +48,69 @@ class Gateway:
     secrets: GatewaySecrets
 
 
+Network = IPv4Network | IPv6Network
+
+
 @dataclass(frozen=True)
 class GatewayEndpoints:
     gateways: dict[str, Gateway]
     settings: IngressSettings
+    trusted_proxies: tuple[Network, ...]
+    """`TWOWAY_TRUSTED_PROXIES`: the peers whose X-Forwarded-For, -Proto and -Host are believed."""
 
 
 ENDPOINTS = web.AppKey("gateway_endpoints", GatewayEndpoints)
 
 
-def _client_address(request: web.Request, settings: IngressSettings) -> str:
-    """The peer's address; behind a trusted proxy, the last untrusted X-Forwarded-For hop."""
-    peer = request.remote or ""
-    trusted = [ip_network(network) for network in settings.trusted_proxies]
-
-    def is_trusted(address: str) -> bool:
-        try:
-            return any(ip_address(address) in network for network in trusted)
-        except ValueError:
-            return False
-
-    if not is_trusted(peer):
-        return peer
-    hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",")]
-    for hop in reversed([hop for hop in hops if hop]):
-        if not is_trusted(hop):
-            return hop
-    return peer
+def _is_trusted(address: str, proxies: Sequence[Network]) -> bool:
+    try:
+        return any(ip_address(address) in network for network in proxies)
+    except ValueError:
+        return False
 
 
-def public_url(request: web.Request) -> str:
-    """The URL the gateway called: scheme and host as a proxy forwarded them, path as sent."""
-    scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
-    host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
+def _forwarded(request: web.Request, header: str, proxies: Sequence[Network]) -> list[str]:
+    """The comma-separated values of an X-Forwarded-* header, the client's side first; none
+    unless the peer is a trusted proxy (anyone else could write anything there)."""
+    if not _is_trusted(request.remote or "", proxies):
+        return []
+    values = (value.strip() for value in request.headers.get(header, "").split(","))
+    return [value for value in values if value]
+
+
+def _client_address(request: web.Request, proxies: Sequence[Network]) -> str:
+    """The peer's address; behind trusted proxies, the last X-Forwarded-For hop that is not one
+    of them (the first hop if all are: a client inside a trusted network)."""
+    hops = _forwarded(request, "X-Forwarded-For", proxies)
+    untrusted = [hop for hop in hops if not _is_trusted(hop, proxies)]
+    return untrusted[-1] if untrusted else next(iter(hops), request.remote or "")
+
+
+def public_url(request: web.Request, proxies: Sequence[Network]) -> str:
+    """The URL the gateway called, path as sent; scheme and host as a trusted proxy forwarded
+    them (X-Forwarded-Proto, X-Forwarded-Host), else as this request came."""
+    scheme = next(iter(_forwarded(request, "X-Forwarded-Proto", proxies)), request.scheme)
+    host = next(iter(_forwarded(request, "X-Forwarded-Host", proxies)), request.host)
     return f"{scheme}://{host}{request.raw_path}"
 
 
-async def read_webhook(request: web.Request, settings: IngressSettings) -> WebhookRequest:
+async def read_webhook(request: web.Request, proxies: Sequence[Network]) -> WebhookRequest:
     body = await request.read() if request.body_exists else b""
     charset = request.charset or "utf-8"
     form: tuple[tuple[str, str], ...] = ()
     if request.content_type == FORM_TYPE and body:
-        try:
+        with refusing_malformed_bodies():
             form = tuple(parse_qsl(body.decode(charset), keep_blank_values=True))
-        except (LookupError, UnicodeDecodeError) as error:
-            raise InvalidRequest(400, "bad_body", f"the form is not {charset} text") from error
     return WebhookRequest(
         method=request.method,
-        url=public_url(request),
+        url=public_url(request, proxies),
         headers={name.lower(): value for name, value in request.headers.items()},
         query=tuple(request.query.items()),
         form=form,
         body=body,
         content_type=request.content_type,
         charset=charset,
-        remote=_client_address(request, settings),
+        remote=_client_address(request, proxies),
     )
 
 
@@ -112,7 +121,7 @@ async def _accept(request: web.Request) -> tuple[Gateway, WebhookRequest]:
     gateway = endpoints.gateways.get(gateway_id)
     if gateway is None:
         raise InvalidRequest(404, "unknown_gateway", f"no gateway {gateway_id!r} is configured")
-    webhook = await read_webhook(request, endpoints.settings)
+    webhook = await read_webhook(request, endpoints.trusted_proxies)
     reason = refusal(gateway.config, gateway.dialect, webhook, gateway.secrets)
     if reason is not None:
         log.warning(
@@ -175,12 +184,8 @@ async def gateway_inbound(request: web.Request) -> web.Response:
         return refused
     for message in messages:
         metrics.INBOUND_RECEIVED.labels(gateway=message.gateway_id).inc()
-        log.info(
-            "inbound_accepted",
-            message_id=message.message_id,
-            gateway_id=message.gateway_id,
-            sender=message.sender,
-        )
+        with bound_message_ids(message):
+            log.info("inbound_accepted", gateway_id=message.gateway_id, sender=message.sender)
     return _respond(gateway.dialect.answer("inbound"))
 
 
@@ -216,7 +221,8 @@ def add_gateway_routes(
         dialect = DIALECTS[config.type]
         check_configuration(config, dialect)
         configured[config.id] = Gateway(config, dialect, secrets[config.id])
-    app[ENDPOINTS] = GatewayEndpoints(configured, settings)
+    proxies = tuple(ip_network(network) for network in settings.trusted_proxies)
+    app[ENDPOINTS] = GatewayEndpoints(configured, settings, proxies)
     for method in ("GET", "POST"):
         app.router.add_route(method, "/gateways/{gateway_id}/inbound", gateway_inbound)
         app.router.add_route(method, "/gateways/{gateway_id}/status", gateway_status)

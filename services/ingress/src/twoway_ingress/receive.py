@@ -15,7 +15,7 @@ from multidict import MultiMapping
 
 from twoway.messages import InboundSMS
 from twoway.phone import InvalidPhoneNumber, normalise_phone
-from twoway_ingress.errors import InvalidRequest
+from twoway_ingress.errors import InvalidRequest, refusing_malformed_bodies
 
 NAMED_FIELDS = frozenset({"from", "to", "text", "keyword"})
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
@@ -63,7 +63,8 @@ async def request_fields(request: web.Request) -> dict[str, str]:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     content_type = request.content_type
     if content_type in FORM_TYPES:
-        form = await request.post()
+        with refusing_malformed_bodies():
+            form = await request.post()
         fields.update({key: value for key, value in form.items() if isinstance(value, str)})
     elif content_type == "application/json" or content_type.endswith("+json"):
         fields.update(_json_fields(await request.read()))
