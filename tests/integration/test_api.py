@@ -3,25 +3,32 @@ bodies and the bearer token."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
 from aio_pika.abc import AbstractRobustConnection
+from aiohttp import web
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.support.broker import delete_queues, drain
+from tests.support.proxy import database_proxy
 from tests.support.servers import serving
+from twoway.broadcasts import BROADCASTS
 from twoway.messages import EventSource, HandlerRegistration, StartBroadcast
 from twoway.registry import HandlerRegistry
+from twoway.service import AMQP_CONNECTION
 from twoway.storage import Document
 from twoway.subscriptions import EventSourceRegistry
 from twoway.topology import BROADCAST_EVENTS_QUEUE, BROADCASTS_QUEUE, dead_letter_queue
 from twoway_api.app import create_app
 from twoway_api.resources import OPERATIONS
 from twoway_api.settings import ApiSettings
+from twoway_devstack import ServerUrls
 
 pytestmark = [pytest.mark.rabbit, pytest.mark.mongo]
 
@@ -39,6 +46,7 @@ BROADCAST_QUEUES = [
 class Api:
     url: str
     http: aiohttp.ClientSession
+    app: web.Application
 
     async def call(
         self, method: str, path: str, *, token: str | None = TOKEN, **kwargs: Any
@@ -53,6 +61,13 @@ class Api:
             return response.status, await response.json()
 
 
+@asynccontextmanager
+async def running_api(make_settings: Callable[..., Any], **overrides: Any) -> AsyncIterator[Api]:
+    app = create_app(make_settings(ApiSettings, api_token=TOKEN, **overrides))
+    async with serving(app) as url, aiohttp.ClientSession() as http:
+        yield Api(url, http, app)
+
+
 @pytest.fixture
 async def api(
     make_settings: Callable[..., Any],
@@ -63,9 +78,8 @@ async def api(
     await EventSourceRegistry(mongo_db).replace_adapter_sources(
         "bank", [EventSource(name=NEWS, adapter="bank", description="headlines")]
     )
-    settings = make_settings(ApiSettings, api_token=TOKEN)
-    async with serving(create_app(settings)) as url, aiohttp.ClientSession() as http:
-        yield Api(url, http)
+    async with running_api(make_settings) as api:
+        yield api
 
 
 def _error(body: dict[str, Any], code: str, field: str | None = None) -> None:
@@ -176,13 +190,35 @@ async def test_a_bad_subscription_body_is_refused_naming_the_field(
         _error(await response.json(), code, field)
 
 
-@pytest.mark.parametrize("source", ["bank.Unknown", "no-dot"])
-async def test_subscribing_to_an_undeclared_source_is_404(api: Api, source: str) -> None:
-    status, body = await api.call(
-        "POST", f"/event-sources/{source}/subscriptions", json={"phone": PHONE}
-    )
-    assert status == 404
-    _error(body, "unknown_event_source", "event_source")
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        pytest.param("GET", "/event-sources/{}", None, id="get-source"),
+        pytest.param("GET", "/event-sources/{}/subscriptions", None, id="list"),
+        pytest.param("GET", "/event-sources/{}/subscriptions/count", None, id="count"),
+        pytest.param("POST", "/event-sources/{}/subscriptions", {"phone": PHONE}, id="subscribe"),
+        pytest.param("POST", "/event-sources/{}/notifications", {"text": "hi"}, id="notify"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("source", "status", "code"),
+    [
+        pytest.param("bank.Unknown", 404, "unknown_event_source", id="undeclared"),
+        pytest.param("no-dot", 422, "invalid_field", id="malformed"),
+    ],
+)
+async def test_an_undeclared_event_source_is_404_and_a_malformed_one_422(
+    api: Api,
+    method: str,
+    path: str,
+    body: dict[str, str] | None,
+    source: str,
+    status: int,
+    code: str,
+) -> None:
+    got, error = await api.call(method, path.format(source), json=body)
+    assert got == status
+    _error(error, code, "event_source")
 
 
 async def test_get_and_delete_of_an_absent_subscription_are_404(api: Api) -> None:
@@ -315,6 +351,52 @@ async def test_a_bad_notification_is_refused_and_nothing_is_queued(
     assert got == status
     _error(error, code, field)
     assert await drain(amqp, BROADCASTS_QUEUE, expect=1, within=0.2) == []
+
+
+CHANGES: list[tuple[str, str, dict[str, str] | None]] = [
+    ("POST", f"/event-sources/{NEWS}/subscriptions", {"phone": "+15557654321"}),
+    ("DELETE", f"/event-sources/{NEWS}/subscriptions/{PHONE}", None),
+    ("POST", f"/event-sources/{NEWS}/notifications", {"text": "Markets are up"}),
+]
+"""Subscribe, unsubscribe and notify: the calls that need the broker as well as the database."""
+
+
+async def test_without_the_broker_changes_are_503_and_nothing_changes(
+    api: Api, mongo_db: AsyncDatabase[Document]
+) -> None:
+    subscriptions = f"/event-sources/{NEWS}/subscriptions"
+    await api.call("POST", subscriptions, json={"phone": PHONE})
+    await api.app[AMQP_CONNECTION].close()
+
+    for method, path, body in CHANGES:
+        status, error = await api.call(method, path, json=body)
+        assert status == 503, (method, path)
+        _error(error, "broker_unavailable")
+
+    status, page = await api.call("GET", subscriptions)
+    assert (status, [item["phone"] for item in page["items"]]) == (200, [PHONE])
+    [broadcast] = await mongo_db[BROADCASTS].find().to_list()
+    assert (broadcast["status"], broadcast["detail"]) == (
+        "failed",
+        "the broker did not take the broadcast",
+    )
+
+
+@pytest.mark.usefixtures("mongo_db")  # drops the api's database afterwards
+async def test_without_the_database_changes_are_503(
+    make_settings: Callable[..., Any], servers: ServerUrls
+) -> None:
+    async with (
+        database_proxy(servers.mongo_url) as proxy,
+        running_api(make_settings, mongo_url=proxy.mongo_url) as api,
+    ):
+        proxy.cut()
+        answers = await asyncio.gather(
+            *(api.call(method, path, json=body) for method, path, body in CHANGES)
+        )
+    for status, error in answers:
+        assert status == 503
+        _error(error, "database_unavailable")
 
 
 async def test_an_unknown_broadcast_is_404(api: Api) -> None:

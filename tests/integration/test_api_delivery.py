@@ -6,14 +6,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tests.integration.test_api import TOKEN, Api
+from tests.integration.test_api import TOKEN, Api, running_api
 from tests.support.broker import drain, queue_length
-from tests.support.servers import serving
 from twoway.broker import Publisher
 from twoway.dead_letters import OUTBOUND_DEAD_LETTER_QUEUES
 from twoway.message_log import LOG_COLLECTION, MessageLog
@@ -27,9 +25,7 @@ from twoway.topology import (
     declare_exchanges,
     declare_work_queue,
 )
-from twoway_api.app import create_app
 from twoway_api.delivery import DELIVERY_OPERATIONS
-from twoway_api.settings import ApiSettings
 
 pytestmark = [pytest.mark.rabbit, pytest.mark.mongo]
 
@@ -39,9 +35,8 @@ UNKNOWN_ID = "01JAAAAAAAAAAAAAAAAAAAAAAA"
 
 @pytest.fixture
 async def api(make_settings: Callable[..., Any]) -> AsyncIterator[Api]:
-    settings = make_settings(ApiSettings, api_token=TOKEN)
-    async with serving(create_app(settings)) as url, aiohttp.ClientSession() as http:
-        yield Api(url, http)
+    async with running_api(make_settings) as api:
+        yield api
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -23,13 +23,15 @@ from twoway.broker import Publisher
 from twoway.messages import DeliveryEvent, EventSource, OutboundSMS, StartBroadcast
 from twoway.optouts import OptOutStore
 from twoway.storage import Document
-from twoway.subscriptions import EventSourceRegistry, SubscriptionStore
+from twoway.subscriptions import EventSourceRegistry, RecipientBatch, SubscriptionStore
 from twoway.topology import (
     BROADCAST_ADAPTER,
     BROADCAST_EVENTS_QUEUE,
     BROADCASTS_QUEUE,
+    DELIVERY_LIMIT,
     EVENTS_EXCHANGE,
     HEADER_BCC,
+    HEADER_REASON,
     OUTBOUND_BULK_QUEUE,
     OUTBOUND_EXCHANGE,
     dead_letter_queue,
@@ -211,6 +213,35 @@ async def test_two_workers_given_the_same_broadcast_send_it_once(
 
     assert_counts(broadcast)
     assert_once_each(await published(amqp, len(PHONES) - 1), broadcast)
+
+
+async def test_a_broadcast_that_fails_on_every_try_ends_failed_with_the_reason(
+    broadcasts: Broadcasts,
+    worker_settings: Callable[..., Any],
+    amqp: AbstractRobustConnection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tries = 0
+
+    async def cursor_dies(*_args: Any, **_kwargs: Any) -> AsyncGenerator[RecipientBatch, None]:
+        nonlocal tries
+        tries += 1
+        raise ConnectionError("the subscriptions cursor died")
+        yield []  # never reached: an async generator, as `recipients` is
+
+    monkeypatch.setattr(SubscriptionStore, "recipients", cursor_dies)
+    async with serving(create_app(worker_settings())):
+        requested = await broadcasts.request(NEWS, "Markets are up")
+        broadcast = await finished(broadcasts.store, requested.broadcast_id)
+        [command] = await drain(amqp, dead_letter_queue(BROADCASTS_QUEUE), expect=1)
+
+    assert broadcast.status == "failed"
+    assert "the subscriptions cursor died" in broadcast.detail
+    assert broadcast.finished_at is not None
+    assert tries == DELIVERY_LIMIT + 1
+    assert StartBroadcast.model_validate_json(command.body).broadcast_id == broadcast.broadcast_id
+    assert command.headers[HEADER_REASON] == broadcast.detail
+    await published(amqp, 0)
 
 
 async def test_delivery_events_are_counted_per_broadcast(

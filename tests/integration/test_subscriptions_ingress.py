@@ -10,11 +10,13 @@ from typing import Any
 import aiohttp
 import pytest
 from aio_pika.abc import AbstractRobustConnection
+from aiohttp import web
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.support.servers import serving
 from tests.support.stack import gateways_file
 from twoway.messages import EventSource, SubscriptionChanged
+from twoway.service import AMQP_CONNECTION
 from twoway.storage import Document
 from twoway.subscriptions import EventSourceRegistry, SubscriptionStore
 from twoway.topology import SUBSCRIPTIONS_EXCHANGE
@@ -32,6 +34,7 @@ class Ingress:
     url: str
     http: aiohttp.ClientSession
     store: SubscriptionStore
+    app: web.Application
 
     async def get(self, query: str) -> tuple[int, dict[str, Any]]:
         async with self.http.get(f"{self.url}/subscribeSMS?{query}") as response:
@@ -52,8 +55,9 @@ async def ingress(
     settings = make_settings(
         IngressSettings, gateways_file=gateways_file(tmp_path, "http://127.0.0.1:9")
     )
-    async with serving(create_app(settings)) as url, aiohttp.ClientSession() as http:
-        yield Ingress(url, http, SubscriptionStore(mongo_db, "US"))
+    app = create_app(settings)
+    async with serving(app) as url, aiohttp.ClientSession() as http:
+        yield Ingress(url, http, SubscriptionStore(mongo_db, "US"), app)
 
 
 SUBSCRIBE = f"eventSource={NEWS}&phoneNumber=%2B15551234567"
@@ -197,6 +201,18 @@ async def test_each_change_is_announced_to_the_sources_adapter(
         changes.append((event.change, event.subscription.phone))
     await channel.close()
     assert changes == [("subscribed", PHONE), ("unsubscribed", PHONE)]
+
+
+async def test_without_the_broker_it_is_503_and_nothing_changes(ingress: Ingress) -> None:
+    await ingress.get(SUBSCRIBE)
+    subscribed = await ingress.store.get_subscription(NEWS, PHONE)
+    await ingress.app[AMQP_CONNECTION].close()
+
+    for query in (f"eventSource={NEWS}&phoneNumber=5557654321", f"{SUBSCRIBE}&option=stop"):
+        status, body = await ingress.get(query)
+        assert (status, body["error"]) == (503, "unavailable")
+    assert await ingress.store.get_subscription(NEWS, "+15557654321") is None
+    assert await ingress.store.get_subscription(NEWS, PHONE) == subscribed
 
 
 async def test_receive_sms_stays_ready_without_the_database(

@@ -45,8 +45,18 @@ INVALID = (
 def test_normalise_phone_rejects(raw: str, region: str) -> None:
     with pytest.raises(InvalidPhoneNumber) as caught:
         normalise_phone(raw, region)
-    assert repr(raw) in str(caught.value)
+    assert repr(mask_phone(raw)) in str(caught.value)
     assert isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "raw", ["+1415555267100000", "555-123-4567-890-12", "(555) 123 4567 890 123"]
+)
+def test_the_error_never_repeats_the_number(raw: str) -> None:
+    with pytest.raises(InvalidPhoneNumber) as caught:
+        normalise_phone(raw, "US")
+    assert raw not in str(caught.value)
+    assert raw[3:-2] not in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -71,6 +81,13 @@ MASKING = (
     ("key-value", "sender=+447700900123&x=1", "sender=+44********23&x=1"),
     ("two-numbers", "+14155552671,+447700900123", "+14*******71,+44********23"),
     ("whole-string", "+14155552671", "+14*******71"),
+    ("dashes", "call 555-123-4567 now", "call 555*******67 now"),
+    ("dots", "555.123.4567", "555*******67"),
+    ("spaces-and-country-code", "from +1 555 123 4567", "from +1 **********67"),
+    ("parentheses", "(555) 123-4567", "(55*********67"),
+    ("country-code-and-parentheses", "+1 (555) 123-4567", "+1 ************67"),
+    ("uk-national-spaced", "07700 900123", "077*******23"),
+    ("two-numbers-side-by-side", "5551234567 5557654321", "555*****67 555*****21"),
     ("short-number-untouched", "short code 12345", "short code 12345"),
     ("six-digits-untouched", "code 123456", "code 123456"),
     ("ulid-untouched", "01JH5Z8K3QW7N2M4P6R8T0V2X4", "01JH5Z8K3QW7N2M4P6R8T0V2X4"),
@@ -85,6 +102,15 @@ MASKING = (
         "2026-11-25T10:30:00.123456+00:00",
     ),
     ("iso-timestamp-z-untouched", "2026-11-25T10:30:00Z", "2026-11-25T10:30:00Z"),
+    ("date-and-time-untouched", "2026-11-25 10:30:00", "2026-11-25 10:30:00"),
+    ("ipv4-untouched", "peer 192.168.100.200:5672", "peer 192.168.100.200:5672"),
+    ("decimal-untouched", "took 0.1234567 s", "took 0.1234567 s"),
+    (
+        "uuid-of-digits-untouched",
+        "12345678-1234-1234-1234-123456789012",
+        "12345678-1234-1234-1234-123456789012",
+    ),
+    ("long-digit-run-untouched", "1234567890123456", "1234567890123456"),
     ("no-digits", "hello world", "hello world"),
 )
 

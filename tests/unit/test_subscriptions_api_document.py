@@ -59,6 +59,15 @@ def test_every_operation_but_the_document_needs_the_bearer_token(
                 assert {"401", "403"} <= set(operation["responses"]), (method, path)
 
 
+def test_every_event_source_operation_documents_unknown_and_malformed_sources(
+    document: dict[str, Any],
+) -> None:
+    for path, operations in document["paths"].items():
+        if "{event_source}" in path:
+            for method, operation in operations.items():
+                assert {"404", "422"} <= set(operation["responses"]), (method, path)
+
+
 def test_every_request_and_response_schema_is_defined(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
     references = {

@@ -16,14 +16,23 @@ def normalise_phone(raw: str, default_region: str) -> str:
     try:
         parsed = phonenumbers.parse(raw, default_region.upper())
     except phonenumbers.NumberParseException as error:
-        raise InvalidPhoneNumber(f"{raw!r} is not a phone number: {error}") from error
+        raise InvalidPhoneNumber(f"{mask_phone(raw)!r} is not a phone number: {error}") from error
     if not phonenumbers.is_possible_number(parsed):
-        raise InvalidPhoneNumber(f"{raw!r} is not a possible phone number")
+        raise InvalidPhoneNumber(f"{mask_phone(raw)!r} is not a possible phone number")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
-_PHONE_LIKE = re.compile(r"(?<![A-Za-z0-9-])\+?\d{7,15}(?![A-Za-z0-9-])")
-"""7 to 15 digits standing alone (not part of an id such as a ULID or a UUID's group)."""
+_PHONE_LIKE = re.compile(
+    r"(?<![A-Za-z0-9.+-])(?=[+(\d])"  # not inside a word, an id, a decimal or a zone offset
+    r"(?!\d{4}-\d\d-\d\d(?!\d))"  # not an ISO date
+    r"(?!\d{1,3}(?:\.\d{1,3}){3}(?![\d.]))"  # not an IPv4 address
+    r"(?!\d+\.\d+(?![\d.]))"  # not a decimal number
+    r"\+?\(?\d(?:[ ().-]{0,2}\d){6,14}"  # 7 to 15 digits, separated by spaces, dashes, dots
+    r"(?![A-Za-z0-9+-]|\.\d)"  # ... or parentheses, and standing alone
+)
+"""A phone number in any usual spelling (`+15551234567`, `555-123-4567`, `+1 (555) 123 4567`,
+`07700 900123`): 7 to 15 digits standing alone, not part of an id (a ULID, a UUID's group), a
+timestamp, a date, a decimal number or an IPv4 address."""
 
 
 def mask_phone(number: str) -> str:
@@ -34,5 +43,5 @@ def mask_phone(number: str) -> str:
 
 
 def mask_phones_in(text: str) -> str:
-    """Every run of 7 to 15 digits in `text` masked: phone numbers never reach a log."""
+    """Every phone number in `text` masked (see `_PHONE_LIKE`): none ever reaches a log."""
     return _PHONE_LIKE.sub(lambda match: mask_phone(match.group(0)), text)

@@ -50,8 +50,10 @@ async def domain_errors(
     """The domain's refusals as HTTP errors (rendered as JSON by `json_errors`, outside this)."""
     try:
         return await handler(request)
-    except (UnknownEventSource, InvalidEventSource) as error:
+    except UnknownEventSource as error:
         raise InvalidRequest(404, "unknown_event_source", str(error), "event_source") from error
+    except InvalidEventSource as error:
+        raise InvalidRequest(422, "invalid_field", str(error), "event_source") from error
     except InvalidPhoneNumber as error:
         raise InvalidRequest(422, "invalid_field", f"phone: {error}", "phone") from error
     except PublishFailed as error:
@@ -95,10 +97,16 @@ async def get_event_source(request: web.Request) -> web.Response:
     )
 
 
+async def _declared_event_source(request: web.Request) -> str:
+    """The path's event source; `InvalidEventSource` or `UnknownEventSource` unless declared."""
+    source = await request.app[SUBSCRIPTIONS].sources.require(_event_source(request))
+    return source.name
+
+
 async def list_subscriptions(request: web.Request) -> web.Response:
     query = parse_query(request, ListQuery)
     page = await request.app[SUBSCRIPTIONS].store.list(
-        _event_source(request), Page(query.limit, _decode_cursor(query.cursor))
+        await _declared_event_source(request), Page(query.limit, _decode_cursor(query.cursor))
     )
     return json_model_response(
         SubscriptionList(items=page.items, next_cursor=_encode_cursor(page.next_after))
@@ -106,7 +114,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
 
 
 async def count_subscriptions(request: web.Request) -> web.Response:
-    event_source = _event_source(request)
+    event_source = await _declared_event_source(request)
     count = await request.app[SUBSCRIPTIONS].store.count(event_source)
     return json_model_response(SubscriptionCount(event_source=event_source, count=count))
 
@@ -182,6 +190,7 @@ async def list_handlers(request: web.Request) -> web.Response:
 
 _ERROR = Response("Refused; see the error body", ErrorBody)
 _UNKNOWN_SOURCE = Response("No adapter declared this event source", ErrorBody)
+_MALFORMED_SOURCE = Response("Not an event source name (Adapter.Source)", ErrorBody)
 PATH_PARAMETERS = {
     "event_source": "An event source, Adapter.Source",
     "phone": "A phone number, E.164 (+ escaped as %2B) or national in the default region",
@@ -207,7 +216,11 @@ OPERATIONS: list[Operation] = [
         operation_id="getEventSource",
         summary="One event source",
         tag="event sources",
-        responses={200: Response("The event source", EventSource), 404: _UNKNOWN_SOURCE},
+        responses={
+            200: Response("The event source", EventSource),
+            404: _UNKNOWN_SOURCE,
+            422: _MALFORMED_SOURCE,
+        },
     ),
     Operation(
         "GET",
@@ -226,7 +239,11 @@ OPERATIONS: list[Operation] = [
         operation_id="countSubscriptions",
         summary="How many numbers subscribe to an event source",
         tag="subscriptions",
-        responses={200: Response("The count", SubscriptionCount), 404: _UNKNOWN_SOURCE},
+        responses={
+            200: Response("The count", SubscriptionCount),
+            404: _UNKNOWN_SOURCE,
+            422: _MALFORMED_SOURCE,
+        },
     ),
     Operation(
         "POST",

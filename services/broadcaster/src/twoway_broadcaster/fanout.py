@@ -18,6 +18,11 @@ Long broadcasts are cut into slices: after `slice_seconds` the worker checkpoint
 fresh `StartBroadcast` for the rest and acks its own, so no command stays unacknowledged for long
 (RabbitMQ closes a channel that holds a delivery past its consumer timeout) and other broadcasts
 get turns.
+
+A slice that fails (the database or the broker unreachable, say) requeues its command, and the
+next try resumes from the checkpoint. The command's last try before the queue's delivery limit
+marks the broadcast `failed` with the reason and dead-letters the command, so a broadcast that
+cannot finish says so instead of staying `running`.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from twoway.broadcasts import (
     LeaseLost,
     broadcast_message_id,
 )
-from twoway.broker import Publisher
+from twoway.broker import Publisher, Reject
 from twoway.gateways.config import GatewaysConfig
 from twoway.messages import OutboundSMS, StartBroadcast
 from twoway.optouts import ANY_SHORT_CODE
@@ -48,6 +53,7 @@ from twoway.subscriptions import Recipient, SubscriptionStore
 from twoway.topology import (
     BROADCAST_ADAPTER,
     BROADCASTS_QUEUE,
+    DELIVERY_LIMIT,
     HEADER_BCC,
     OUTBOUND_BULK_QUEUE,
     OUTBOUND_EXCHANGE,
@@ -93,20 +99,33 @@ class FanOut:
         self._stopping = stopping
         self._lease = timedelta(seconds=settings.lease_seconds)
 
-    async def handle(self, command: StartBroadcast, _incoming: AbstractIncomingMessage) -> None:
-        broadcast_id = command.broadcast_id
-        with structlog.contextvars.bound_contextvars(broadcast_id=broadcast_id):
-            run = await self._claim(command)
-            if run is None:
-                return
+    async def handle(self, command: StartBroadcast, incoming: AbstractIncomingMessage) -> None:
+        """Run the broadcast's next slice. An error requeues the command (the broker redelivers
+        it), except on its last delivery: then the broadcast is marked failed with the reason
+        and the command dead-lettered, rather than left `running` for ever."""
+        with structlog.contextvars.bound_contextvars(broadcast_id=command.broadcast_id):
             try:
-                finished = await self._fan_out(run)
-            except LeaseLost:
-                log.warning("broadcast_taken_over")
-                return
-            if not finished:
-                await self._broadcasts.release(broadcast_id, self._worker)
-                await self._hand_over(command)
+                await self._run(command)
+            except Exception as error:
+                if not _last_delivery(incoming):
+                    raise
+                reason = f"gave up after {DELIVERY_LIMIT + 1} tries; last: {error!r}"
+                await self._broadcasts.fail(command.broadcast_id, reason)
+                log.error("broadcast_failed", reason=reason)
+                raise Reject(reason) from error
+
+    async def _run(self, command: StartBroadcast) -> None:
+        run = await self._claim(command)
+        if run is None:
+            return
+        try:
+            finished = await self._fan_out(run)
+        except LeaseLost:
+            log.warning("broadcast_taken_over")
+            return
+        if not finished:
+            await self._broadcasts.release(command.broadcast_id, self._worker)
+            await self._hand_over(command)
 
     async def _claim(self, command: StartBroadcast) -> BroadcastRun | None:
         """The broadcast's lease; waits while another worker holds it (it may be dead: its lease
@@ -259,6 +278,12 @@ def _template(broadcast: Broadcast) -> OutboundSMS:
         priority="bulk",
         not_after=broadcast.not_after,
     )
+
+
+def _last_delivery(incoming: AbstractIncomingMessage) -> bool:
+    """Whether the queue's delivery limit dead-letters `incoming` if this delivery fails too
+    (a quorum queue counts the earlier failed deliveries in `x-delivery-count`)."""
+    return int(str(incoming.headers.get("x-delivery-count", 0))) >= DELIVERY_LIMIT
 
 
 async def _published_past_checkpoint(

@@ -141,9 +141,6 @@ class GatewaySecrets:
     inbound_token: str | None = None
 
 
-NO_SECRETS = GatewaySecrets(parameters={})
-
-
 class GatewaysConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
