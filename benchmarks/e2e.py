@@ -6,7 +6,9 @@ gateway simulator as separate processes, as `make run` does. Then posts N `ECHO`
 - accepted/s: posts answered 202 (each confirmed by the broker) per second;
 - replies/s: N divided by the time from the first post until the gateway simulator has received
   all N replies (the figure to compare with Kannel's 2,000-3,700 replies/s on the same box).
-Prints each round and the median of the rounds. Logs at WARNING, so logging is not measured.
+Prints each round and the median of the rounds, then where the time went over the measured rounds:
+CPU milliseconds per reply of every process (RabbitMQ, the database, each service, this client)
+and the database operations per reply. Logs at WARNING, so logging is not measured.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import aiohttp
 
+from benchmarks.cost import ProcessCpu, database_operations, print_cost
 from twoway_devstack import provide_servers
 from twoway_devstack.processes import free_ports
 
@@ -127,7 +130,9 @@ async def one_round(
     return count / accepted, count / replied
 
 
-async def run(count: int, concurrency: int, rounds: int, ports: dict[str, int]) -> None:
+async def run(
+    count: int, concurrency: int, rounds: int, ports: dict[str, int], folder: Path, mongo_url: str
+) -> None:
     ingress = f"http://127.0.0.1:{ports['twoway-ingress']}"
     gateway = f"http://127.0.0.1:{ports['twoway-gateway-sim']}"
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -135,6 +140,8 @@ async def run(count: int, concurrency: int, rounds: int, ports: dict[str, int]) 
         await wait_ready(http, ports)
         await one_round(http, ingress, gateway, min(count, 500), concurrency)  # warm-up
         accepted_rates, reply_rates = [], []
+        processes = ProcessCpu(str(folder))
+        cpu_before, operations_before = processes.sample(), database_operations(mongo_url)
         for number in range(1, rounds + 1):
             accepted, replies = await one_round(http, ingress, gateway, count, concurrency)
             accepted_rates.append(accepted)
@@ -144,12 +151,17 @@ async def run(count: int, concurrency: int, rounds: int, ports: dict[str, int]) 
                 f"replies {replies:,.0f}/s",
                 flush=True,
             )
+        cpu_after, operations_after = processes.sample(), database_operations(mongo_url)
     print(
         f"median of {rounds}: accepted {statistics.median(accepted_rates):,.0f}/s, "
         f"end-to-end replies {statistics.median(reply_rates):,.0f}/s "
         f"({os.cpu_count()} cores; concurrency {concurrency})",
         flush=True,
     )
+    operations = {
+        kind: operations_after[kind] - operations_before.get(kind, 0) for kind in operations_after
+    }
+    print_cost(cpu_before, cpu_after, operations, count * rounds)
 
 
 def main() -> None:
@@ -164,7 +176,7 @@ def main() -> None:
             provide_servers(path, persistent=False) as urls,
             running_services(path, urls.amqp_url, urls.mongo_url) as ports,
         ):
-            asyncio.run(run(args.count, args.concurrency, args.rounds, ports))
+            asyncio.run(run(args.count, args.concurrency, args.rounds, ports, path, urls.mongo_url))
 
 
 if __name__ == "__main__":
