@@ -66,10 +66,19 @@ async def test_failed_twice_then_delivered_exactly_once_with_its_history(
 
     [reply] = await stack.received(1, within=10)
     assert (reply["to"], reply["text"]) == (SENDER, "third time lucky")
-    record = await logged(stack, MessageLog(mongo_db[LOG_COLLECTION]), 2)
+    record = await logged(stack, MessageLog(mongo_db[LOG_COLLECTION]), 5)
     await asyncio.sleep(0.5)  # nothing more arrives
     assert len(await stack.received(2, within=0)) == 1
-    assert [entry["status"] for entry in record.history] == ["sent", "delivered"]
-    assert record.history[0]["detail"].startswith("attempt 3: HTTP 200")
+    assert [entry["status"] for entry in record.history] == [
+        "accepted",
+        "retrying",
+        "retrying",
+        "sent",
+        "delivered",
+    ]
+    details = [entry["detail"] for entry in record.history]
+    assert details[1].startswith("attempt 1: HTTP 503")
+    assert details[2].startswith("attempt 2: HTTP 503")
+    assert details[3].startswith("attempt 3: HTTP 200")
     assert (record.status, record.gateway_id, record.adapter) == ("delivered", "sim", "echo")
     assert record.gateway_message_id == "1"

@@ -80,11 +80,12 @@ async def probe_refused(port: int, within: float = 5.0) -> bool:
 
 
 async def accounted_for(
-    amqp: AbstractRobustConnection, replies: str, sent: set[str], within: float = 5.0
+    amqp: AbstractRobustConnection, replies: str, sent: set[str], within: float = 30.0
 ) -> tuple[set[str], set[str]]:
     """The SMS of `sent` answered (in `replies`) and those back in the adapter's queue, taken
     until every one is either or `within` seconds passed: the broker puts a closed channel's
-    unacked messages back a moment after the process exited."""
+    unacked messages back a moment after the process exited, and taking them one `basic.get` at
+    a time takes seconds."""
     replied_to: set[str] = set()
     still_queued: set[str] = set()
     deadline = asyncio.get_running_loop().time() + within

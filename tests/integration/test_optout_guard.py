@@ -41,6 +41,8 @@ pytestmark = [pytest.mark.rabbit, pytest.mark.mongo]
 
 PHONE = "+14155552671"
 OTHER_PHONE = "+14155550000"
+PROGRESS = ("accepted", "retrying")
+"""Statuses of a message still on its way."""
 
 
 @dataclass
@@ -65,11 +67,12 @@ class Outbound:
         return message
 
     async def event_for(self, message: OutboundSMS) -> DeliveryEvent:
-        """The delivery event of `message` (events of other messages are passed over)."""
+        """The outcome of `message`: its first event after `accepted` and `retrying` (events of
+        other messages are passed over)."""
         for _ in range(10):
             for taken in await drain(self.amqp, self.events, expect=1):
                 event = DeliveryEvent.model_validate_json(taken.body)
-                if event.outbound_id == message.message_id:
+                if event.outbound_id == message.message_id and event.status not in PROGRESS:
                     return event
         raise AssertionError(f"no event for {message.message_id}")
 

@@ -18,6 +18,7 @@ from twoway.topology import (
     adapter_queue,
     dead_letter_queue,
     declare_exchanges,
+    jittered_delays,
     retry_queue,
 )
 
@@ -31,7 +32,8 @@ def topology_queues(adapters: Iterable[str] = ("echo",)) -> list[str]:
     names = [UNMATCHED_QUEUE]
     for queue in work:
         names += [queue, dead_letter_queue(queue)]
-    names += [retry_queue(queue, delay) for queue in outbound for delay in RETRY_DELAYS]
+    delays = jittered_delays(RETRY_DELAYS)
+    names += [retry_queue(queue, delay) for queue in outbound for delay in delays]
     return names
 
 

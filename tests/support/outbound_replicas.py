@@ -32,14 +32,16 @@ from twoway_devstack.processes import free_ports
 
 @dataclass
 class TimestampingGateway:
-    """A gateway that answers 200 and notes when each send arrived (wall clock)."""
+    """A gateway that answers 200 and notes when each send arrived (wall clock) and to whom."""
 
     arrivals: list[float] = field(default_factory=list)
+    recipients: list[str] = field(default_factory=list)
     expected: int = 0
     all_arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def send(self, _request: web.Request) -> web.Response:
+    async def send(self, request: web.Request) -> web.Response:
         self.arrivals.append(time.time())
+        self.recipients.append(request.query["to"])
         if len(self.arrivals) >= self.expected:
             self.all_arrived.set()
         return web.Response(text="OK")
@@ -105,7 +107,7 @@ async def wait_ready(ports: list[int], within: float = 60.0) -> None:
                 except aiohttp.ClientError:
                     pass
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"outbound on port {port} not ready")
+                    raise RuntimeError(f"the service on port {port} is not ready")
                 await asyncio.sleep(0.1)
 
 

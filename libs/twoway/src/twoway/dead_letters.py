@@ -1,11 +1,11 @@
 """Outbound's dead letters: list them and replay them (for the api's operators).
 
-A message outbound gave up on (a permanent gateway error, too many attempts, an unknown gateway,
-a text over the gateway's segment limit) waits in `outbound.send.dead` or `outbound.bulk.dead`
-with the reason in its `twoway-reason` header. `list_dead_letters` looks at them without taking
-them; `replay_dead_letters` publishes the chosen ones back to `sms.outbound` as fresh first
-attempts (reason and attempt headers dropped) and removes each from the dead-letter queue only
-once the broker confirmed its replay.
+A message outbound gave up on (a permanent gateway error, too many attempts, a retry that would
+pass its deadline, an unknown gateway, a text over the gateway's segment limit) waits in
+`outbound.send.dead` or `outbound.bulk.dead` with the reason in its `twoway-reason` header.
+`list_dead_letters` looks at them without taking them; `replay_dead_letters` publishes the chosen
+ones back to `sms.outbound` as fresh first attempts (reason, attempt and retry headers dropped)
+and removes each from the dead-letter queue only once the broker confirmed its replay.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from twoway.topology import (
     HEADER_ATTEMPT,
     HEADER_PARTS_SENT,
     HEADER_REASON,
+    HEADER_RETRY_DUE,
     OUTBOUND_BULK_QUEUE,
     OUTBOUND_EXCHANGE,
     OUTBOUND_QUEUE,
@@ -34,7 +35,7 @@ OUTBOUND_DEAD_LETTER_QUEUES = (
     dead_letter_queue(OUTBOUND_BULK_QUEUE),
 )
 
-_DROPPED_HEADERS = frozenset({HEADER_REASON, HEADER_ATTEMPT, HEADER_PARTS_SENT})
+_DROPPED_HEADERS = frozenset({HEADER_REASON, HEADER_ATTEMPT, HEADER_PARTS_SENT, HEADER_RETRY_DUE})
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,16 @@
 """The message log: every outbound message's status history, in MongoDB (`message_log`).
 
 One document per message (`_id` = its message id) with its gateway, adapter and gateway id, and
-`history`: every `DeliveryEvent` (accepted, sent, delivered, failed, expired) with its time and
-detail. Events come from `sms.events` (what outbound did, and the gateways' delivery reports
-through ingress) and are written in group commits, one `bulk_write` per batch; each event is
-acked only once written. Documents expire `ttl` after their last event.
+`history`: every `DeliveryEvent` (accepted, one `retrying` per failed attempt, sent, delivered,
+failed, expired) with its time and detail. Events come from `sms.events` (what outbound did, and
+the gateways' delivery reports through ingress) and are written in group commits, one
+`bulk_write` per batch; each event is acked only once written. Documents expire `ttl` after
+their last event.
 
 Events from outbound and from a gateway race (a fast gateway reports delivery before outbound's
 `sent` event is written), so the write order is not the story: `MessageLog.get` orders the history
-by stage (accepted, sent, then a final status) and time, and the message's status is the last of
-that order.
+by stage (accepted, retrying, sent, then a final status) and time, and the message's status is the
+last of that order.
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ from twoway.storage import Document
 
 LOG_COLLECTION = "message_log"
 
-STAGES: dict[str, int] = {"accepted": 0, "sent": 1, "delivered": 2, "failed": 2, "expired": 2}
+STAGES: dict[str, int] = {
+    "accepted": 0,
+    "retrying": 1,
+    "sent": 2,
+    "delivered": 3,
+    "failed": 3,
+    "expired": 3,
+}
 """Where a status comes in a message's life; final statuses share the last stage."""
 
 

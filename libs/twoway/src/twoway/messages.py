@@ -128,7 +128,10 @@ class OutboundSMS(Envelope):
         )
 
 
-DeliveryStatus = Literal["accepted", "sent", "delivered", "failed", "expired"]
+DeliveryStatus = Literal["accepted", "retrying", "sent", "delivered", "failed", "expired"]
+"""`accepted`: outbound took the message (or the gateway reports it queued); `retrying`: an
+attempt failed and another follows (the detail says which and why); `sent`: the gateway took it;
+then `delivered`, `failed` or `expired`."""
 
 
 class DeliveryEvent(Envelope):

@@ -18,7 +18,12 @@ acked, so a crash in between redelivers the SMS rather than losing the reply.
 Handlers call back-ends with `context.http` (`twoway.sdk_http`), hold conversations with
 `context.ask` and `@adapter.step` (`twoway.conversations`), and run under the failure policy of
 `twoway.handler_policy`: retried later, then one polite reply and a dead letter
-(docs/backend-adapter.md).
+(docs/write-an-adapter.md).
+
+An adapter that wants to know what became of the SMS it sent registers `@adapter.on_delivery`:
+it then also consumes `adapter.<name>.events`, the `DeliveryEvent`s outbound and ingress publish
+for its messages (key `<status>.<name>` on `sms.events`), under the same failure policy (retried
+later, then a dead letter; no reply to anyone). An adapter without it declares no such queue.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from twoway.conversations import (
 from twoway.handler_policy import FailurePolicy, HandlerPolicySettings
 from twoway.logs import configure_logging
 from twoway.messages import (
+    DeliveryEvent,
     HandlerRegistration,
     HandlersChanged,
     InboundSMS,
@@ -67,6 +73,7 @@ from twoway.sdk_subscriptions import (
 from twoway.service import (
     MONGO_DB,
     PUBLISHER,
+    ConsumerFactory,
     amqp_context,
     consumer_context,
     create_base_app,
@@ -81,6 +88,7 @@ from twoway.topology import (
     HEADER_HANDLER,
     OUTBOUND_EXCHANGE,
     adapter_queue,
+    declare_delivery_events_queue,
     declare_work_queue,
     outbound_key,
 )
@@ -98,6 +106,11 @@ class AdapterSettings(
     the back-end client's and conversations' own fields are documented in their modules."""
 
     port: int = Field(default=9110, ge=0, le=65535)
+
+
+def _policy_retry_delays(settings: AdapterSettings) -> list[int]:
+    """The delay queues the failure policy parks messages in (seconds, ascending)."""
+    return sorted(set(settings.handler_retry_delays))
 
 
 class HandlerContext:
@@ -241,6 +254,24 @@ Handler = Callable[[HandlerContext], Awaitable[None]]
 
 
 @dataclass(frozen=True)
+class DeliveryContext:
+    """What an `on_delivery` callback gets beside the event."""
+
+    adapter: str
+    services: AdapterContext
+    """Subscriptions, notifications and sends (`twoway.sdk_subscriptions.AdapterContext`)."""
+    http: BackendClient
+    """The adapter's back-end client (`twoway.sdk_http`); its calls carry the event's ids."""
+
+
+DeliveryCallback = Callable[[DeliveryEvent, DeliveryContext], Awaitable[None]]
+
+
+async def _nothing_to_undo(_reason: str) -> None:
+    """A delivery event given up on answers no one: its dead letter keeps it."""
+
+
+@dataclass(frozen=True)
 class RegisteredHandler:
     function: Handler
     registration: HandlerRegistration | None
@@ -255,6 +286,7 @@ class Adapter:
         self.name = name
         self._handlers: dict[str, RegisteredHandler] = {}
         self._event_sources: dict[str, DeclaredEventSource] = {}
+        self._on_delivery: DeliveryCallback | None = None
         self._context: AdapterContext | None = None
 
     def event_source(self, name: str, *, description: str = "") -> DeclaredEventSource:
@@ -317,6 +349,21 @@ class Adapter:
             return function
 
         return register
+
+    def on_delivery(self, callback: DeliveryCallback) -> DeliveryCallback:
+        """Register the decorated function for the `DeliveryEvent`s of the SMS this adapter sent
+        (replies, `context.send`, `adapter.context.send`; not broadcasts, whose events the
+        broadcaster counts): `accepted`, `retrying`, `sent`, `delivered`, `failed`, `expired`.
+
+        It is called as `callback(event, context)` (a `DeliveryContext`), with `adapter`,
+        `outbound_id` and `status` bound in the log context; the event is acked once it returns.
+        One that raises or outlasts `handler_timeout` follows the handlers' failure policy:
+        retried later, then dead-lettered to `adapter.<name>.events.dead`.
+        """
+        if self._on_delivery is not None:
+            raise ValueError(f"adapter {self.name!r} already has an on_delivery callback")
+        self._on_delivery = callback
+        return callback
 
     def _add(self, name: str, handler: RegisteredHandler) -> None:
         if name in self._handlers:
@@ -393,7 +440,7 @@ class Adapter:
                 adapter_queue(self.name),
                 exchange=ADAPTERS_EXCHANGE,
                 binding_keys=[self.name],
-                retry_delays=sorted(set(settings.handler_retry_delays)),
+                retry_delays=_policy_retry_delays(settings),
             )
             publisher = app[PUBLISHER]
             policy = FailurePolicy(self.name, queue.name, settings, publisher)
@@ -443,10 +490,47 @@ class Adapter:
 
             return Consumer(queue, InboundSMS, handle, publisher)
 
+        if self._on_delivery is not None:
+            # Before the SMS consumer: the events of its first replies find the queue.
+            build_events = self._delivery_consumer(self._on_delivery, settings)
+            app.cleanup_ctx.append(consumer_context(build_events, settings.shutdown_grace))
         # The queue before the handlers: routers route to it as soon as they learn of them.
         app.cleanup_ctx.append(consumer_context(build_consumer, settings.shutdown_grace))
         app.cleanup_ctx.append(registration)
         return app
+
+    def _delivery_consumer(
+        self, callback: DeliveryCallback, settings: AdapterSettings
+    ) -> ConsumerFactory:
+        """Builds the consumer of `adapter.<name>.events` that runs `callback` under the policy."""
+
+        async def build(app: web.Application) -> Consumer[DeliveryEvent]:
+            channel = await open_consumer_channel(app, settings.prefetch)
+            queue = await declare_delivery_events_queue(
+                channel, self.name, _policy_retry_delays(settings)
+            )
+            publisher = app[PUBLISHER]
+            policy = FailurePolicy(self.name, queue.name, settings, publisher)
+
+            async def handle(event: DeliveryEvent, incoming: AbstractIncomingMessage) -> None:
+                context = DeliveryContext(
+                    self.name,
+                    app[ADAPTER_CONTEXT],
+                    BackendClient(app[HTTP_SESSION], settings, event),
+                )
+
+                async def run() -> None:
+                    await callback(event, context)
+                    log.info("delivery_event_handled")
+
+                with structlog.contextvars.bound_contextvars(
+                    adapter=self.name, outbound_id=event.outbound_id, status=event.status
+                ):
+                    await policy.run(incoming, run, handler_timeout=None, give_up=_nothing_to_undo)
+
+            return Consumer(queue, DeliveryEvent, handle, publisher)
+
+        return build
 
     def main(self, settings: AdapterSettings | None = None) -> None:
         """Run this adapter until SIGINT/SIGTERM (the entry point of an adapter process)."""

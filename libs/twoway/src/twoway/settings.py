@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from twoway.tracing import Exporter
+
 
 class TwowaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TWOWAY_", extra="ignore", frozen=True)
@@ -30,8 +32,10 @@ class TwowaySettings(BaseSettings):
         description="ISO region for phone numbers written without a country code",
     )
     host: str = "127.0.0.1"
-    otel_exporter: Literal["none", "console"] = Field(
-        default="none", description="OpenTelemetry span exporter (needs the `otel` extra)"
+    otel_exporter: Exporter = Field(
+        default="none",
+        description="OpenTelemetry span exporter: none, console, or otlp (to the collector at "
+        "OTEL_EXPORTER_OTLP_ENDPOINT); console and otlp need the `otel` extra",
     )
     gateways_file: Path = Field(
         default=Path("config/gateways.yaml"), description="The gateways YAML (twoway.gateways)"

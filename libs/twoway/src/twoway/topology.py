@@ -5,6 +5,10 @@ with a dead-letter queue beside it (`<queue>.dead`, through the `sms.dead` excha
 consumer cannot handle is never lost: it ends in the dead-letter queue with the reason in its
 headers. Retries wait in delay queues (`<queue>.retry.<seconds>s`) whose TTL dead-letters the
 message back into its work queue: the one retry mechanism, so waiting messages survive restarts.
+Outbound's backoff is jittered: each step has a delay queue per `RETRY_JITTER` factor, and a retry
+picks one at random, so that the messages a gateway outage failed together do not all come back
+together. A wait longer than the longest delay queue (a gateway's long Retry-After) is parked
+again each time it comes back early, until the due time in its `HEADER_RETRY_DUE` header.
 `x-delivery-limit` only guards against poison messages that crash a consumer over and over.
 """
 
@@ -51,6 +55,12 @@ HEADER_PARTS_SENT = "twoway-parts-sent"
 """On an outbound retry: how many parts (one request each) earlier attempts already sent."""
 HEADER_CONVERSATION = "twoway-conversation"
 """Set by the router on an SMS that answers an open conversation: that question's message id."""
+HEADER_RETRY_DUE = "twoway-retry-due"
+"""On a message parked for a wait longer than its delay queue's: when the wait ends (Unix time in
+milliseconds). Until then the consumer parks it again instead of handling it."""
+
+RETRY_JITTER = (0.8, 1.0, 1.2)
+"""Factors of each backoff step that have a delay queue of their own (see `jittered_delays`)."""
 
 
 def inbound_key(gateway_id: str) -> str:
@@ -76,19 +86,34 @@ def dead_letter_queue(queue: str) -> str:
     return f"{queue}.dead"
 
 
-def retry_queue(queue: str, delay_seconds: int) -> str:
-    return f"{queue}.retry.{delay_seconds}s"
+def retry_queue(queue: str, delay_seconds: float) -> str:
+    """`<queue>.retry.<seconds>s`: `outbound.send.retry.30s`, `outbound.send.retry.0.8s`."""
+    milliseconds = round(delay_seconds * 1000)
+    seconds = milliseconds // 1000 if milliseconds % 1000 == 0 else milliseconds / 1000
+    return f"{queue}.retry.{seconds}s"
 
 
-def retry_delay(delays: Sequence[int], attempt: int, retry_after: float | None = None) -> int:
-    """The delay before the retry that follows `attempt` (1-based): the attempt's step of the
-    backoff (the last step repeats), raised to the first step that covers `retry_after` (a
-    gateway's Retry-After)."""
-    delay = delays[min(attempt - 1, len(delays) - 1)]
-    if retry_after is not None and retry_after > delay:
-        ordered = sorted(delays)
-        delay = ordered[min(bisect.bisect_left(ordered, retry_after), len(ordered) - 1)]
-    return delay
+def retry_delay(delays: Sequence[int], attempt: int) -> int:
+    """The backoff step before the retry that follows `attempt` (1-based); the last repeats."""
+    return delays[min(attempt - 1, len(delays) - 1)]
+
+
+def jittered(step: float, factor: float) -> float:
+    """`step` seconds times a jitter factor, to the millisecond (a delay queue's TTL)."""
+    return round(step * factor, 3)
+
+
+def jittered_delays(steps: Sequence[int]) -> list[float]:
+    """The delays (seconds, ascending) of the delay queues of a jittered backoff: every step
+    times every `RETRY_JITTER` factor."""
+    return sorted({jittered(step, factor) for step in steps for factor in RETRY_JITTER})
+
+
+def delay_queue_for(wait: float, delays: Sequence[float]) -> float:
+    """The delay queue (of the ascending `delays`) to park a message in that must wait `wait`
+    seconds: the shortest that covers the wait, else the longest (the message then comes back
+    early, and is parked again until it is due)."""
+    return delays[min(bisect.bisect_left(delays, wait), len(delays) - 1)]
 
 
 def _quorum_arguments(dead_letter_routing_key: str, exchange: str) -> dict[str, Any]:
@@ -120,9 +145,10 @@ async def declare_work_queue(
     *,
     exchange: str,
     binding_keys: Sequence[str],
-    retry_delays: Sequence[int] = (),
+    retry_delays: Sequence[float] = (),
 ) -> AbstractQueue:
-    """A durable quorum work queue bound to `exchange`, with its dead-letter and delay queues."""
+    """A durable quorum work queue bound to `exchange`, with its dead-letter queue and a delay
+    queue for each of `retry_delays` (seconds)."""
     dead = await channel.declare_queue(
         dead_letter_queue(name), durable=True, arguments={"x-queue-type": "quorum"}
     )
@@ -138,7 +164,7 @@ async def declare_work_queue(
         await channel.declare_queue(
             retry_queue(name, delay),
             durable=True,
-            arguments={**_quorum_arguments(name, ""), "x-message-ttl": delay * 1000},
+            arguments={**_quorum_arguments(name, ""), "x-message-ttl": round(delay * 1000)},
         )
     return queue
 
@@ -171,6 +197,26 @@ async def declare_subscription_events_queue(
         subscription_events_queue(adapter),
         exchange=SUBSCRIPTIONS_EXCHANGE,
         binding_keys=[adapter],
+    )
+
+
+def delivery_events_queue(adapter: str) -> str:
+    return f"adapter.{adapter}.events"
+
+
+async def declare_delivery_events_queue(
+    channel: AbstractChannel, adapter: str, retry_delays: Sequence[float]
+) -> AbstractQueue:
+    """The queue of the `DeliveryEvent`s of the messages `adapter` sent (every status: key
+    `<status>.<adapter>` on `sms.events`), for its `on_delivery` callback, with a delay queue for
+    each of `retry_delays`. Only an adapter with that callback declares it, so that no queue
+    fills up without a consumer."""
+    return await declare_work_queue(
+        channel,
+        delivery_events_queue(adapter),
+        exchange=EVENTS_EXCHANGE,
+        binding_keys=[event_key("*", adapter)],
+        retry_delays=retry_delays,
     )
 
 

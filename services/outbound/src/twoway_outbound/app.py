@@ -38,6 +38,7 @@ from twoway.topology import (
 from twoway_outbound.ledger import SENT_COLLECTION, SentLedger
 from twoway_outbound.optout_guard import OPTOUT_GUARD, optout_guard_context
 from twoway_outbound.ratelimit import WINDOWS_COLLECTION, RateLimiters
+from twoway_outbound.retries import RetryPolicy
 from twoway_outbound.sender import Sender
 from twoway_outbound.settings import OutboundSettings
 
@@ -88,7 +89,7 @@ def create_app(settings: OutboundSettings) -> web.Application:
     gateways = load_gateways(settings.gateways_file)
     secrets = gateways.secrets(os.environ)
     app = create_base_app()
-    retry_delays = sorted(set(settings.retry_delays))
+    retries = RetryPolicy(settings.retry_delays, settings.max_attempts, settings.retry_max_age)
 
     def sender_consumer(queue_name: str, binding_key: str) -> ConsumerFactory:
         async def build(app: web.Application) -> Consumer[OutboundSMS]:
@@ -98,7 +99,7 @@ def create_app(settings: OutboundSettings) -> web.Application:
                 queue_name,
                 exchange=OUTBOUND_EXCHANGE,
                 binding_keys=[binding_key],
-                retry_delays=retry_delays,
+                retry_delays=retries.queue_delays,
             )
             if queue_name == OUTBOUND_QUEUE:  # bound to every key before bulk had its queue
                 await queue.unbind(OUTBOUND_EXCHANGE, outbound_key("#"))
@@ -111,8 +112,7 @@ def create_app(settings: OutboundSettings) -> web.Application:
                 app[PUBLISHER],
                 stores.ledger,
                 stores.limiters,
-                settings.retry_delays,
-                settings.max_attempts,
+                retries,
             )
             guarded = app[OPTOUT_GUARD].wrap(sender.handle)
             return Consumer(queue, OutboundSMS, guarded, app[PUBLISHER])

@@ -3,18 +3,23 @@
 The text is transliterated (if the gateway says so) and segmented; longer than the gateway's
 `max_segments` -> a `failed` event and the dead-letter queue. The send waits for the gateway's
 rate limit (segments per second, shared by every replica; replies first), then goes out as the
-dialect's request(s). success -> recorded in the sent ledger (so that a redelivery is not sent
-again), then a `sent` event. Timeout, connection error, 5xx or 429 (or the dialect's own "try
-again") -> the message waits in a delay queue (capped exponential backoff, at least the gateway's
-Retry-After) and comes back, until `max_attempts`; parts already sent are not sent again. Any
-other answer, an unknown gateway or too many attempts -> a `failed` event and the dead-letter
-queue with the reason. Past its `not_after` -> an `expired` event, not sent.
+dialect's request(s); an `accepted` event first marks the start of its first attempt. success ->
+recorded in the sent ledger (so that a redelivery is not sent again), then a `sent` event.
+Timeout, connection error, 5xx or 429 (or the dialect's own "try again") -> a `retrying` event
+saying what failed, and the message waits in a delay queue (jittered, capped exponential backoff,
+at least the gateway's Retry-After: `twoway_outbound.retries`) and comes back, until
+`max_attempts`; parts already sent are not sent again. A retry that would come after the
+message's deadline (its maximum age, or `not_after`) -> an `expired` event and the dead-letter
+queue with the reason. Any other answer, an unknown gateway or too many attempts -> a `failed`
+event and the dead-letter queue with the reason. Past its `not_after` -> an `expired` event, not
+sent. Every event goes to `sms.events`, where the message log's writer batches them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
+from datetime import datetime, timedelta
 
 import aiohttp
 import structlog
@@ -27,10 +32,19 @@ from twoway.gateways.config import GatewayConfig, GatewaysConfig, GatewaySecrets
 from twoway.gateways.encoding import SegmentedText, prepare
 from twoway.gateways.results import SendResult
 from twoway.messages import DeliveryStatus, OutboundSMS, utc_now
-from twoway.topology import EVENTS_EXCHANGE, HEADER_PARTS_SENT, event_key, retry_delay
+from twoway.topology import (
+    EVENTS_EXCHANGE,
+    HEADER_ATTEMPT,
+    HEADER_PARTS_SENT,
+    HEADER_RETRY_DUE,
+    delay_queue_for,
+    event_key,
+    retry_queue,
+)
 from twoway_outbound.gateway_client import send_requests
 from twoway_outbound.ledger import SentLedger
 from twoway_outbound.ratelimit import RateLimiters
+from twoway_outbound.retries import RetryPolicy, due_header, due_time
 
 log = structlog.get_logger(__name__)
 
@@ -47,8 +61,7 @@ class Sender:
         publisher: Publisher,
         ledger: SentLedger,
         limiters: RateLimiters,
-        retry_delays: Sequence[int],
-        max_attempts: int,
+        retries: RetryPolicy,
     ) -> None:
         self._queue = queue
         self._gateways = gateways
@@ -57,16 +70,20 @@ class Sender:
         self._publisher = publisher
         self._ledger = ledger
         self._limiters = limiters
-        self._retry_delays = retry_delays
-        self._max_attempts = max_attempts
+        self._retries = retries
 
     async def handle(self, message: OutboundSMS, incoming: AbstractIncomingMessage) -> None:
         gateway = self._gateways.get(message.gateway_id)
         if gateway is None:
             await self._event(message, "failed", message.gateway_id, "unknown gateway")
             raise Reject(f"unknown gateway {message.gateway_id!r}")
-        if message.not_after is not None and utc_now() > message.not_after:
+        now = utc_now()
+        if message.not_after is not None and now > message.not_after:
             await self._event(message, "expired", gateway.id, "past not_after; not sent")
+            return
+        due = due_time(incoming)
+        if due is not None and due > now:  # back early from a wait longer than any delay queue
+            await self._park(incoming, (due - now).total_seconds(), due)
             return
         sent = await self._ledger.find(message.message_id, redelivered=bool(incoming.redelivered))
         if sent is not None:
@@ -83,6 +100,9 @@ class Sender:
             await self._event(message, "failed", gateway.id, detail)
             raise Reject(detail)
         attempt = attempt_of(incoming)
+        if attempt == 1 and not incoming.redelivered:
+            detail = f"for {gateway.id}: {text.count} {text.encoding} segment(s)"
+            await self._event(message, "accepted", gateway.id, detail)
         result = await self._send(gateway, message, text, incoming)
         log.info(
             "outbound_attempt",
@@ -94,15 +114,14 @@ class Sender:
             detail=result.detail,
         )
         metrics.OUTBOUND_SENT.labels(gateway=gateway.id, result=result.outcome).inc()
+        detail = f"attempt {attempt}: {result.detail}"
         if result.outcome == "success":
             await self._ledger.record(message.message_id, gateway.id, result.gateway_message_id)
-            detail = f"attempt {attempt}: {result.detail}"
             await self._event(message, "sent", gateway.id, detail, result.gateway_message_id)
-        elif result.outcome == "retry" and attempt < self._max_attempts:
-            await self._retry_later(incoming, attempt, result)
-            metrics.OUTBOUND_RETRIES.labels(gateway=gateway.id).inc()
+        elif result.outcome == "retry" and attempt < self._retries.max_attempts:
+            await self._retry_later(message, incoming, gateway.id, attempt, result)
         else:
-            await self._event(message, "failed", gateway.id, result.detail)
+            await self._event(message, "failed", gateway.id, detail)
             raise Reject(f"send failed after {attempt} attempt(s): {result.detail}")
 
     async def _send(
@@ -124,13 +143,52 @@ class Sender:
         return replace(result, parts_sent=parts_sent)
 
     async def _retry_later(
-        self, incoming: AbstractIncomingMessage, attempt: int, result: SendResult
+        self,
+        message: OutboundSMS,
+        incoming: AbstractIncomingMessage,
+        gateway_id: str,
+        attempt: int,
+        result: SendResult,
     ) -> None:
-        delay = retry_delay(self._retry_delays, attempt, result.retry_after)
-        await self._publisher.retry_later(
-            incoming, self._queue, delay, attempt + 1, {HEADER_PARTS_SENT: result.parts_sent}
+        """Park the message for its next attempt, or expire it if that would be too late."""
+        wait = self._retries.wait(attempt, result.retry_after)
+        due = utc_now() + timedelta(seconds=wait)
+        deadline, limit = self._retries.deadline(message)
+        detail = f"attempt {attempt}: {result.detail}"
+        if due > deadline:
+            reason = f"{detail}; not retried: a retry in {wait:g} s would pass its {limit}"
+            await self._event(message, "expired", gateway_id, reason)
+            raise Reject(f"expired: {reason}")
+        await self._event(message, "retrying", gateway_id, f"{detail}; next in {wait:g} s")
+        await self._park(
+            incoming,
+            wait,
+            due,
+            {HEADER_ATTEMPT: attempt + 1, HEADER_PARTS_SENT: result.parts_sent},
         )
-        log.info("outbound_retry_scheduled", delay_seconds=delay, next_attempt=attempt + 1)
+        metrics.OUTBOUND_RETRIES.labels(gateway=gateway_id).inc()
+        log.info("outbound_retry_scheduled", wait_seconds=wait, next_attempt=attempt + 1)
+
+    async def _park(
+        self,
+        incoming: AbstractIncomingMessage,
+        wait: float,
+        due: datetime,
+        headers: Mapping[str, int] | None = None,
+    ) -> None:
+        """Park a copy of `incoming` (with `headers` added) in the delay queue that brings it
+        back after `wait` seconds; or, for a wait longer than any delay queue, in the longest,
+        with `due` in its header, to be parked again when it comes back early."""
+        delay = delay_queue_for(wait, self._retries.queue_delays)
+        kept = {name: value for name, value in incoming.headers.items() if name != HEADER_RETRY_DUE}
+        if delay < wait:
+            kept[HEADER_RETRY_DUE] = due_header(due)
+        await self._publisher.forward(
+            incoming,
+            exchange="",
+            routing_key=retry_queue(self._queue, delay),
+            headers={**kept, **(headers or {})},
+        )
 
     async def _event(
         self,

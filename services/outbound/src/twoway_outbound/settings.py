@@ -12,9 +12,15 @@ class OutboundSettings(WorkerSettings):
     retry_delays: list[int] = Field(
         default=[1, 5, 30, 120, 600],
         min_length=1,
-        description="Seconds to wait before retry 1, 2, ...; the last repeats (capped backoff)",
+        description="Seconds to wait before retry 1, 2, ...; the last repeats (capped backoff); "
+        "each wait is jittered (x0.8, x1.0 or x1.2)",
     )
     max_attempts: int = Field(default=6, ge=1, description="Send attempts before a message fails")
+    retry_max_age: float = Field(
+        default=4 * 3600,
+        gt=0,
+        description="Seconds after its creation past which a message is not retried (expired)",
+    )
     optout_refresh_seconds: float = Field(
         default=300.0,
         gt=0,
