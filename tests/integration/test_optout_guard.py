@@ -21,6 +21,7 @@ from tests.support.servers import serving
 from tests.support.waiting import until
 from twoway.broker import Publisher
 from twoway.gateways.config import GatewaysConfig
+from twoway.message_log import LOG_COLLECTION, EventRecorder, MessageLog
 from twoway.messages import DeliveryEvent, OptOutChanged, OutboundSMS
 from twoway.optouts import Exemption, OptOutStore
 from twoway.storage import Document
@@ -221,7 +222,9 @@ async def test_an_opt_out_announced_during_a_reload_is_not_lost(
             "gateways": [{"id": "sim", "type": "mobilefirst-http", "url": "http://127.0.0.1:1/"}],
         }
     )
-    guard = OptOutGuard(store, gateways, await Publisher.open(amqp, confirm_timeout=5))
+    publisher = await Publisher.open(amqp, confirm_timeout=5)
+    events = EventRecorder(MessageLog(mongo_db[LOG_COLLECTION]), publisher)
+    guard = OptOutGuard(store, gateways, events)
 
     async def opt_out_and_announce() -> None:
         await store.opt_out(PHONE, "12345")

@@ -10,7 +10,6 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from twoway.topology import (
-    MESSAGE_LOG_QUEUE,
     OUTBOUND_BULK_QUEUE,
     OUTBOUND_QUEUE,
     ROUTER_QUEUE,
@@ -28,7 +27,7 @@ RETRY_DELAYS = (1, 5, 30, 120, 600)
 def topology_queues(adapters: Iterable[str] = ("echo",)) -> list[str]:
     """Every queue the services declare (outbound with its default retry delays)."""
     outbound = [OUTBOUND_QUEUE, OUTBOUND_BULK_QUEUE]
-    work = [ROUTER_QUEUE, *outbound, MESSAGE_LOG_QUEUE, *(adapter_queue(name) for name in adapters)]
+    work = [ROUTER_QUEUE, *outbound, *(adapter_queue(name) for name in adapters)]
     names = [UNMATCHED_QUEUE]
     for queue in work:
         names += [queue, dead_letter_queue(queue)]

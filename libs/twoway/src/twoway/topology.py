@@ -36,8 +36,6 @@ OUTBOUND_QUEUE = "outbound.send"
 OUTBOUND_BULK_QUEUE = "outbound.bulk"
 """Bulk OutboundSMS (broadcasts): outbound sends them after the replies waiting in
 `outbound.send` (key `outbound.<gateway>.bulk`, see `outbound_key`)."""
-MESSAGE_LOG_QUEUE = "outbound.message_log"
-"""Every DeliveryEvent, written to the message log in MongoDB by outbound."""
 BROADCASTS_QUEUE = "broadcaster.broadcasts"
 """`StartBroadcast` commands, published through the default exchange (key = this name)."""
 BROADCAST_EVENTS_QUEUE = "broadcaster.events"

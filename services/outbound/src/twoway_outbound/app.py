@@ -1,5 +1,5 @@
 """The outbound application: sends each SMS of `outbound.send` (replies) and `outbound.bulk` to
-its gateway, and writes every delivery event of `sms.events` to the message log."""
+its gateway, and writes what became of each to the message log (then on `sms.events`)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
-from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
 
 from twoway.broker import Consumer
 from twoway.gateways.config import GatewaysConfig, load_gateways
-from twoway.message_log import LOG_COLLECTION, MessageLog
-from twoway.messages import DeliveryEvent, OutboundSMS
+from twoway.message_log import LOG_COLLECTION, EventRecorder, MessageLog
+from twoway.messages import OutboundSMS
 from twoway.service import (
     MONGO_DB,
     PUBLISHER,
@@ -27,15 +26,13 @@ from twoway.service import (
     open_consumer_channel,
 )
 from twoway.topology import (
-    EVENTS_EXCHANGE,
-    MESSAGE_LOG_QUEUE,
     OUTBOUND_BULK_QUEUE,
     OUTBOUND_EXCHANGE,
     OUTBOUND_QUEUE,
     declare_work_queue,
     outbound_key,
 )
-from twoway_outbound.ledger import SENT_COLLECTION, SentLedger
+from twoway_outbound.ledger import SentLedger
 from twoway_outbound.optout_guard import OPTOUT_GUARD, optout_guard_context
 from twoway_outbound.ratelimit import WINDOWS_COLLECTION, RateLimiters
 from twoway_outbound.retries import RetryPolicy
@@ -56,11 +53,12 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
 
 @dataclass(frozen=True)
 class Stores:
-    """What outbound keeps in MongoDB: the sent ledger, rate windows and the message log."""
+    """What outbound keeps in MongoDB: the message log (with the record of what was sent) and
+    the rate windows."""
 
+    events: EventRecorder
     ledger: SentLedger
     limiters: RateLimiters
-    message_log: MessageLog
 
 
 STORES = web.AppKey("outbound_stores", Stores)
@@ -70,14 +68,14 @@ def _stores_context(settings: OutboundSettings, gateways: GatewaysConfig) -> Cle
     async def context(app: web.Application) -> AsyncIterator[None]:
         database = app[MONGO_DB]
         rates = {g.id: g.rate_limit for g in gateways.gateways if g.rate_limit is not None}
+        message_log = MessageLog(database[LOG_COLLECTION])
         stores = Stores(
-            SentLedger(database[SENT_COLLECTION]),
+            EventRecorder(message_log, app[PUBLISHER]),
+            SentLedger(message_log),
             RateLimiters(database[WINDOWS_COLLECTION], rates),
-            MessageLog(database[LOG_COLLECTION]),
         )
-        await stores.ledger.ensure_indexes(settings.sent_ledger_ttl)
+        await message_log.ensure_indexes(settings.message_log_ttl)
         await stores.limiters.ensure_indexes()
-        await stores.message_log.ensure_indexes(settings.message_log_ttl)
         app[STORES] = stores
         yield
 
@@ -110,6 +108,7 @@ def create_app(settings: OutboundSettings) -> web.Application:
                 secrets,
                 app[HTTP_SESSION],
                 app[PUBLISHER],
+                stores.events,
                 stores.ledger,
                 stores.limiters,
                 retries,
@@ -119,25 +118,12 @@ def create_app(settings: OutboundSettings) -> web.Application:
 
         return build
 
-    async def message_log_consumer(app: web.Application) -> Consumer[DeliveryEvent]:
-        channel = await open_consumer_channel(app, settings.message_log_prefetch)
-        queue = await declare_work_queue(
-            channel, MESSAGE_LOG_QUEUE, exchange=EVENTS_EXCHANGE, binding_keys=["#"]
-        )
-        message_log = app[STORES].message_log
-
-        async def handle(event: DeliveryEvent, _incoming: AbstractIncomingMessage) -> None:
-            await message_log.add(event)
-
-        return Consumer(queue, DeliveryEvent, handle, app[PUBLISHER])
-
     grace = settings.shutdown_grace
     app.cleanup_ctx.append(amqp_context(settings, "outbound"))
     app.cleanup_ctx.append(mongo_context(settings, "outbound"))
     app.cleanup_ctx.append(_http_session)
     app.cleanup_ctx.append(_stores_context(settings, gateways))
     app.cleanup_ctx.append(optout_guard_context(gateways, settings.optout_refresh_seconds))
-    app.cleanup_ctx.append(consumer_context(message_log_consumer, grace))
     app.cleanup_ctx.append(
         consumer_context(sender_consumer(OUTBOUND_QUEUE, outbound_key("*")), grace)
     )

@@ -21,13 +21,13 @@ from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
 
 from twoway import metrics
-from twoway.broker import Handle, Publisher
+from twoway.broker import Handle
 from twoway.control import control_context
 from twoway.gateways.config import GatewaysConfig
+from twoway.message_log import LOG_COLLECTION, EventRecorder, MessageLog
 from twoway.messages import AnyMessage, OptOutChanged, OutboundSMS
 from twoway.optouts import ANY_SHORT_CODE, OptOut, OptOutIndex, OptOutStore, refuses
 from twoway.service import MONGO_DB, PUBLISHER, CleanupContext
-from twoway.topology import EVENTS_EXCHANGE, event_key
 
 log = structlog.get_logger(__name__)
 
@@ -35,10 +35,10 @@ OPTED_OUT = "opted_out"
 
 
 class OptOutGuard:
-    def __init__(self, store: OptOutStore, gateways: GatewaysConfig, publisher: Publisher) -> None:
+    def __init__(self, store: OptOutStore, gateways: GatewaysConfig, events: EventRecorder) -> None:
         self._store = store
         self._gateways = gateways
-        self._publisher = publisher
+        self._events = events
         self.index = OptOutIndex()
         self._changed_while_loading: set[str] | None = None
 
@@ -94,12 +94,7 @@ class OptOutGuard:
     async def _refuse(self, message: OutboundSMS) -> None:
         gateway = self._gateways.get(message.gateway_id)
         gateway_id = gateway.id if gateway else message.gateway_id
-        await self._publisher.publish(
-            message.event("failed", gateway_id, OPTED_OUT),
-            exchange=EVENTS_EXCHANGE,
-            routing_key=event_key("failed", message.adapter),
-            mandatory=False,
-        )
+        await self._events.record(message.event("failed", gateway_id, OPTED_OUT))
         metrics.OUTBOUND_SENT.labels(gateway=gateway_id or "none", result=OPTED_OUT).inc()
         log.info("outbound_refused_opted_out", to=message.to, adapter=message.adapter)
 
@@ -111,7 +106,8 @@ def optout_guard_context(gateways: GatewaysConfig, refresh_seconds: float) -> Cl
     """Builds the guard (needs the AMQP and MongoDB contexts before it) and keeps it fresh."""
 
     def guard(app: web.Application) -> OptOutGuard:
-        app[OPTOUT_GUARD] = OptOutGuard(OptOutStore(app[MONGO_DB]), gateways, app[PUBLISHER])
+        events = EventRecorder(MessageLog(app[MONGO_DB][LOG_COLLECTION]), app[PUBLISHER])
+        app[OPTOUT_GUARD] = OptOutGuard(OptOutStore(app[MONGO_DB]), gateways, events)
         return app[OPTOUT_GUARD]
 
     return control_context(guard, refresh_seconds)

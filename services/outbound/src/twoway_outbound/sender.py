@@ -3,8 +3,9 @@
 The text is transliterated (if the gateway says so) and segmented; longer than the gateway's
 `max_segments` -> a `failed` event and the dead-letter queue. The send waits for the gateway's
 rate limit (segments per second, shared by every replica; replies first), then goes out as the
-dialect's request(s); an `accepted` event first marks the start of its first attempt. success ->
-recorded in the sent ledger (so that a redelivery is not sent again), then a `sent` event.
+dialect's request(s); an `accepted` event marks the start of its first attempt (logged together
+with that attempt's outcome, one write). success -> a `sent` event, which is also the record
+that keeps a redelivery from being sent again (`twoway_outbound.ledger`).
 Timeout, connection error, 5xx or 429 (or the dialect's own "try again") -> a `retrying` event
 saying what failed, and the message waits in a delay queue (jittered, capped exponential backoff,
 at least the gateway's Retry-After: `twoway_outbound.retries`) and comes back, until
@@ -12,7 +13,8 @@ at least the gateway's Retry-After: `twoway_outbound.retries`) and comes back, u
 message's deadline (its maximum age, or `not_after`) -> an `expired` event and the dead-letter
 queue with the reason. Any other answer, an unknown gateway or too many attempts -> a `failed`
 event and the dead-letter queue with the reason. Past its `not_after` -> an `expired` event, not
-sent. Every event goes to `sms.events`, where the message log's writer batches them.
+sent. Every event is written to the message log, then published on `sms.events`, before the
+message is acked (`twoway.message_log.EventRecorder`).
 """
 
 from __future__ import annotations
@@ -31,18 +33,17 @@ from twoway.gateways import DIALECTS
 from twoway.gateways.config import GatewayConfig, GatewaysConfig, GatewaySecrets
 from twoway.gateways.encoding import SegmentedText, prepare
 from twoway.gateways.results import SendResult
-from twoway.messages import DeliveryStatus, OutboundSMS, utc_now
+from twoway.message_log import EventRecorder
+from twoway.messages import DeliveryEvent, OutboundSMS, utc_now
 from twoway.topology import (
-    EVENTS_EXCHANGE,
     HEADER_ATTEMPT,
     HEADER_PARTS_SENT,
     HEADER_RETRY_DUE,
     delay_queue_for,
-    event_key,
     retry_queue,
 )
 from twoway_outbound.gateway_client import send_requests
-from twoway_outbound.ledger import SentLedger
+from twoway_outbound.ledger import SentLedger, SentRecord
 from twoway_outbound.ratelimit import RateLimiters
 from twoway_outbound.retries import RetryPolicy, due_header, due_time
 
@@ -59,6 +60,7 @@ class Sender:
         secrets: Mapping[str, GatewaySecrets],
         http: aiohttp.ClientSession,
         publisher: Publisher,
+        events: EventRecorder,
         ledger: SentLedger,
         limiters: RateLimiters,
         retries: RetryPolicy,
@@ -68,6 +70,7 @@ class Sender:
         self._secrets = secrets
         self._http = http
         self._publisher = publisher
+        self._events = events
         self._ledger = ledger
         self._limiters = limiters
         self._retries = retries
@@ -75,11 +78,15 @@ class Sender:
     async def handle(self, message: OutboundSMS, incoming: AbstractIncomingMessage) -> None:
         gateway = self._gateways.get(message.gateway_id)
         if gateway is None:
-            await self._event(message, "failed", message.gateway_id, "unknown gateway")
+            await self._events.record(
+                message.event("failed", message.gateway_id, "unknown gateway")
+            )
             raise Reject(f"unknown gateway {message.gateway_id!r}")
         now = utc_now()
         if message.not_after is not None and now > message.not_after:
-            await self._event(message, "expired", gateway.id, "past not_after; not sent")
+            await self._events.record(
+                message.event("expired", gateway.id, "past not_after; not sent")
+            )
             return
         due = due_time(incoming)
         if due is not None and due > now:  # back early from a wait longer than any delay queue
@@ -89,7 +96,8 @@ class Sender:
         if sent is not None:
             log.info("outbound_already_sent", gateway_id=sent.gateway_id)
             detail = "already sent; not sent again"
-            await self._event(message, "sent", sent.gateway_id, detail, sent.gateway_message_id)
+            again = message.event("sent", sent.gateway_id, detail, sent.gateway_message_id)
+            await self._events.announce(again)  # the log has the send
             return
         text = prepare(message.text, transliteration=gateway.transliterate)
         if text.count > gateway.max_segments:
@@ -97,12 +105,13 @@ class Sender:
                 f"too long: {text.count} {text.encoding} segments, "
                 f"gateway {gateway.id} allows {gateway.max_segments}"
             )
-            await self._event(message, "failed", gateway.id, detail)
+            await self._events.record(message.event("failed", gateway.id, detail))
             raise Reject(detail)
         attempt = attempt_of(incoming)
+        accepted: tuple[DeliveryEvent, ...] = ()
         if attempt == 1 and not incoming.redelivered:
             detail = f"for {gateway.id}: {text.count} {text.encoding} segment(s)"
-            await self._event(message, "accepted", gateway.id, detail)
+            accepted = (message.event("accepted", gateway.id, detail),)
         result = await self._send(gateway, message, text, incoming)
         log.info(
             "outbound_attempt",
@@ -116,12 +125,15 @@ class Sender:
         metrics.OUTBOUND_SENT.labels(gateway=gateway.id, result=result.outcome).inc()
         detail = f"attempt {attempt}: {result.detail}"
         if result.outcome == "success":
-            await self._ledger.record(message.message_id, gateway.id, result.gateway_message_id)
-            await self._event(message, "sent", gateway.id, detail, result.gateway_message_id)
+            took = message.event("sent", gateway.id, detail, result.gateway_message_id)
+            await self._events.record(*accepted, took)
+            self._ledger.remember(
+                SentRecord(message.message_id, gateway.id, result.gateway_message_id)
+            )
         elif result.outcome == "retry" and attempt < self._retries.max_attempts:
-            await self._retry_later(message, incoming, gateway.id, attempt, result)
+            await self._retry_later(message, incoming, gateway.id, attempt, result, accepted)
         else:
-            await self._event(message, "failed", gateway.id, detail)
+            await self._events.record(*accepted, message.event("failed", gateway.id, detail))
             raise Reject(f"send failed after {attempt} attempt(s): {result.detail}")
 
     async def _send(
@@ -149,17 +161,20 @@ class Sender:
         gateway_id: str,
         attempt: int,
         result: SendResult,
+        accepted: tuple[DeliveryEvent, ...],
     ) -> None:
-        """Park the message for its next attempt, or expire it if that would be too late."""
+        """Park the message for its next attempt, or expire it if that would be too late
+        (`accepted`: the message's `accepted` event, on its first attempt, to log with it)."""
         wait = self._retries.wait(attempt, result.retry_after)
         due = utc_now() + timedelta(seconds=wait)
         deadline, limit = self._retries.deadline(message)
         detail = f"attempt {attempt}: {result.detail}"
         if due > deadline:
             reason = f"{detail}; not retried: a retry in {wait:g} s would pass its {limit}"
-            await self._event(message, "expired", gateway_id, reason)
+            await self._events.record(*accepted, message.event("expired", gateway_id, reason))
             raise Reject(f"expired: {reason}")
-        await self._event(message, "retrying", gateway_id, f"{detail}; next in {wait:g} s")
+        retrying = message.event("retrying", gateway_id, f"{detail}; next in {wait:g} s")
+        await self._events.record(*accepted, retrying)
         await self._park(
             incoming,
             wait,
@@ -188,19 +203,4 @@ class Sender:
             exchange="",
             routing_key=retry_queue(self._queue, delay),
             headers={**kept, **(headers or {})},
-        )
-
-    async def _event(
-        self,
-        message: OutboundSMS,
-        status: DeliveryStatus,
-        gateway_id: str | None,
-        detail: str,
-        gateway_message_id: str | None = None,
-    ) -> None:
-        await self._publisher.publish(
-            message.event(status, gateway_id, detail, gateway_message_id),
-            exchange=EVENTS_EXCHANGE,
-            routing_key=event_key(status, message.adapter),
-            mandatory=False,
         )

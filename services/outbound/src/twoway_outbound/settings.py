@@ -26,12 +26,9 @@ class OutboundSettings(WorkerSettings):
         gt=0,
         description="Reload the whole opt-out list this often, besides per sms.control change",
     )
-    sent_ledger_ttl: int = Field(
-        default=7 * 24 * 3600, ge=60, description="Seconds the record of a sent message is kept"
-    )
     message_log_ttl: int = Field(
-        default=30 * 24 * 3600, ge=60, description="Seconds a message's history is kept"
-    )
-    message_log_prefetch: int = Field(
-        default=512, ge=1, description="Events the message-log writer holds (its batch size)"
+        default=30 * 24 * 3600,
+        ge=60,
+        description="Seconds a message's history is kept (also the record that keeps a "
+        "redelivered message from being sent twice: keep it longer than any retry)",
     )
