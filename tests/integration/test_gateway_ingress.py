@@ -7,8 +7,11 @@ expects, and what it posted is on the broker before it is answered.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +19,15 @@ import aiohttp
 import pytest
 import structlog
 from aio_pika.abc import AbstractRobustConnection
+from pymongo.asynchronous.database import AsyncDatabase
 from twilio.request_validator import RequestValidator
+from vonage_http_client import Auth  # type: ignore[import-untyped]
 
 from tests.support.broker import drain, queue_length
 from tests.support.servers import serving
-from twoway.messages import DeliveryEvent, InboundSMS
+from twoway.messages import DeliveryEvent, InboundSMS, utc_now
 from twoway.service import AMQP_CONNECTION
+from twoway.storage import Document
 from twoway.topology import EVENTS_EXCHANGE, INBOUND_EXCHANGE, declare_exchanges
 from twoway_ingress.app import create_app
 from twoway_ingress.settings import IngressSettings
@@ -55,8 +61,18 @@ gateways:
     type: webhook
     url: http://127.0.0.1:1/sms
     inbound: {allow_from: [192.0.2.0/24]}
+  - id: vonage
+    type: vonage
+    url: http://127.0.0.1:1
+    account: abcd1234
+    secret: TEST_VONAGE_SECRET
+    signature_secret: TEST_VONAGE_SIGNATURE_SECRET
+    signature_method: sha256
+    inbound: {signature: true}
 """
 
+
+VONAGE_SIGNATURE_SECRET = "vonage-signature-secret"
 
 LOOPBACK = "127.0.0.0/8"
 """Where the tests post from: listed in `trusted_proxies`, the tests play the proxy."""
@@ -83,6 +99,8 @@ async def ingress(
         "TEST_KANNEL_TOKEN": "k-token",
         "TEST_TWILIO_TOKEN": TOKEN,
         "TEST_INFOBIP_KEY": "key",
+        "TEST_VONAGE_SECRET": "api-secret",
+        "TEST_VONAGE_SIGNATURE_SECRET": VONAGE_SIGNATURE_SECRET,
     }.items():
         monkeypatch.setenv(name, value)
     channel = await amqp.channel()
@@ -352,3 +370,218 @@ async def test_without_a_broker_a_gateway_post_is_503(
         async with http.post(f"{url}/gateways/g/inbound", json=body) as response:
             assert response.status == 503
             assert response.headers["Retry-After"]
+
+
+# A long SMS from Vonage: each part posted on its own with `concat` fields, signed as Vonage signs
+# (by Vonage's own SDK). Ingress stores the parts in MongoDB and queues the whole SMS once.
+
+LONG_TEXT = ("BAL please tell me the ", "balance of account 1234", "5678 as of today")
+"""Part 1's first word is the keyword; a word runs across parts 2 and 3."""
+VONAGE_SENDER = "+447700900001"
+PARTS_COLLECTION, CLAIMS_COLLECTION = "inbound_parts", "inbound_long_messages"
+
+
+def vonage_part(number: int, reference: str = "08B5", **fields: str) -> dict[str, str]:
+    """Part `number` of `LONG_TEXT` (3 parts) as Vonage posts it, signed."""
+    text = LONG_TEXT[number - 1]
+    post = {
+        "msisdn": VONAGE_SENDER.removeprefix("+"),
+        "to": "447700900000",
+        "messageId": f"0A000000{reference}{number:02d}",
+        "text": text,
+        "type": "text",
+        "keyword": text.split()[0].upper(),
+        "message-timestamp": "2026-01-01 12:00:00",
+        "timestamp": "1767268800",
+        "nonce": f"nonce-{reference}-{number}",
+        "concat": "true",
+        "concat-ref": reference,
+        "concat-total": str(len(LONG_TEXT)),
+        "concat-part": str(number),
+        **fields,
+    }
+    signer = Auth(
+        api_key="abcd1234", signature_secret=VONAGE_SIGNATURE_SECRET, signature_method="sha256"
+    )
+    return {**post, "sig": signer.sign_params(dict(post))}
+
+
+@dataclass(frozen=True)
+class VonageIngress:
+    """The ingress under test, with what the long-SMS tests look at: the broker and MongoDB."""
+
+    url: str
+    http: aiohttp.ClientSession
+    amqp: AbstractRobustConnection
+    db: AsyncDatabase[Document]
+
+    async def post(
+        self, fields: dict[str, str], how: str = "form", url: str | None = None
+    ) -> tuple[int, Any]:
+        """(status, JSON error or text answer) of a GET query, a form or a JSON object post."""
+        endpoint = f"{url or self.url}/gateways/vonage/inbound"
+        request = {
+            "get": lambda: self.http.get(endpoint, params=fields),
+            "form": lambda: self.http.post(endpoint, data=fields),
+            "json": lambda: self.http.post(endpoint, json=fields),
+        }[how]()
+        async with request as response:
+            if response.content_type == "application/json":
+                return response.status, await response.json()
+            return response.status, await response.text()
+
+    async def queued(self) -> int:
+        return await queue_length(self.amqp, CAPTURE_QUEUE)
+
+    async def stored_parts(self) -> list[Document]:
+        return await self.db[PARTS_COLLECTION].find().to_list()
+
+    async def claim(self) -> Document:
+        [claim] = await self.db[CLAIMS_COLLECTION].find().to_list()
+        return claim
+
+
+@pytest.fixture
+def vonage(
+    ingress: tuple[str, aiohttp.ClientSession],
+    amqp: AbstractRobustConnection,
+    mongo_db: AsyncDatabase[Document],
+) -> VonageIngress:
+    url, http = ingress
+    return VonageIngress(url, http, amqp, mongo_db)
+
+
+ACCEPTED = (200, "")
+"""Vonage's answer: an empty 200."""
+
+
+@pytest.mark.mongo
+async def test_a_long_vonage_sms_posted_out_of_order_is_queued_once_whole(
+    vonage: VonageIngress,
+) -> None:
+    for number, how in ((3, "get"), (1, "json"), (2, "form")):
+        assert await vonage.post(vonage_part(number), how) == ACCEPTED
+    assert await vonage.queued() == 1
+    [document] = await captured(vonage.amqp, 1)
+    message = InboundSMS.model_validate(document)
+    assert (message.gateway_id, message.sender, message.text, message.keyword) == (
+        "vonage",
+        VONAGE_SENDER,
+        "".join(LONG_TEXT),
+        "BAL",
+    )
+    assert message.gateway_message_id == "0A00000008B501"
+    assert message.params["concat-ref"] == "08B5"
+    claim = await vonage.claim()
+    assert (claim["state"], claim["message"]["message_id"]) == ("published", message.message_id)
+
+
+@pytest.mark.mongo
+async def test_a_repeated_part_is_stored_once_and_the_sms_queued_once(
+    vonage: VonageIngress,
+) -> None:
+    """A gateway retries a part it saw no answer to, before and after the SMS is complete."""
+    for number in (1, 2, 2, 3, 3, 1):
+        assert await vonage.post(vonage_part(number)) == ACCEPTED
+    assert await vonage.queued() == 1
+    assert len(await vonage.stored_parts()) == 3
+
+
+@pytest.mark.mongo
+async def test_last_parts_arriving_together_queue_the_sms_once(vonage: VonageIngress) -> None:
+    """Parts 2 and 3 (and a retry of each) at once: every post may see the set complete."""
+    references = [f"C{n}" for n in range(5)]
+    for reference in references:
+        assert await vonage.post(vonage_part(1, reference)) == ACCEPTED
+    answers = await asyncio.gather(
+        *(
+            vonage.post(vonage_part(number, reference))
+            for reference in references
+            for number in (2, 3, 3, 2)
+        )
+    )
+    assert answers == [ACCEPTED] * 4 * len(references)
+    assert await vonage.queued() == len(references)
+    documents = await captured(vonage.amqp, len(references))
+    assert sorted(document["params"]["concat-ref"] for document in documents) == references
+    assert {document["text"] for document in documents} == {"".join(LONG_TEXT)}
+
+
+@pytest.mark.mongo
+async def test_an_incomplete_long_sms_is_stored_to_expire_and_not_queued(
+    vonage: VonageIngress,
+) -> None:
+    for number in (1, 3):
+        assert await vonage.post(vonage_part(number)) == ACCEPTED
+    assert await vonage.queued() == 0
+    stored = await vonage.stored_parts()
+    assert sorted(part["number"] for part in stored) == [1, 3]
+    in_an_hour = utc_now() + timedelta(hours=1)
+    assert all(abs(part["expires_at"] - in_an_hour) < timedelta(minutes=1) for part in stored)
+    indexes = (await vonage.db[PARTS_COLLECTION].index_information()).values()
+    ttl = [index["expireAfterSeconds"] for index in indexes if index["key"] == [("expires_at", 1)]]
+    assert ttl == [0]
+    assert await vonage.db[CLAIMS_COLLECTION].count_documents({}) == 0
+
+
+MALFORMED_PARTS = (
+    ("part-above-total", {"concat-part": "4"}, "concat-part", "invalid_field"),
+    ("part-not-a-number", {"concat-part": "2nd"}, "concat-part", "invalid_field"),
+    ("total-not-a-number", {"concat-total": "three"}, "concat-total", "invalid_field"),
+    ("reference-missing", {"concat-ref": ""}, "concat-ref", "missing_field"),
+)
+
+
+@pytest.mark.mongo
+@pytest.mark.parametrize(
+    ("fields", "field", "code"),
+    [c[1:] for c in MALFORMED_PARTS],
+    ids=[c[0] for c in MALFORMED_PARTS],
+)
+async def test_a_malformed_part_is_a_json_error_naming_the_field(
+    vonage: VonageIngress, fields: dict[str, str], field: str, code: str
+) -> None:
+    status, body = await vonage.post(vonage_part(1, **fields))
+    assert (status, body["error"], body["field"]) == (422, code, field)
+    assert field in body["message"]
+    assert await vonage.queued() == 0
+    assert await vonage.stored_parts() == []
+
+
+@pytest.mark.mongo
+async def test_a_part_whose_publish_failed_is_queued_later_with_the_same_message_id(
+    vonage: VonageIngress, make_settings: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A replica without its broker stores parts (they need only the database), answers 503 to
+    the last one and releases its claim; the gateway's retry, on another replica, queues the
+    very message (same id) the first one had assembled."""
+    broken = create_app(make_settings(IngressSettings, gateways_file=tmp_path / "gateways.yaml"))
+    async with serving(broken) as broken_url:
+        await broken[AMQP_CONNECTION].close()
+        for number in (1, 2):
+            assert await vonage.post(vonage_part(number), url=broken_url) == ACCEPTED
+        status, body = await vonage.post(vonage_part(3), url=broken_url)
+        assert (status, body["error"]) == (503, "broker_unavailable")
+    claim = await vonage.claim()
+    assert claim["state"] == "pending"
+    assert await vonage.post(vonage_part(3)) == ACCEPTED
+    [document] = await captured(vonage.amqp, 1)
+    assert document["message_id"] == claim["message"]["message_id"]
+    assert document["text"] == "".join(LONG_TEXT)
+
+
+async def test_without_a_database_a_part_is_503_and_a_whole_sms_still_queued(
+    vonage: VonageIngress, make_settings: Callable[..., Any], tmp_path: Path
+) -> None:
+    settings = make_settings(
+        IngressSettings, gateways_file=tmp_path / "gateways.yaml", mongo_url="mongodb://127.0.0.1:1"
+    )
+    async with serving(create_app(settings)) as url:
+        endpoint = f"{url}/gateways/vonage/inbound"
+        async with vonage.http.post(endpoint, data=vonage_part(1)) as response:
+            assert response.status == 503
+            assert response.headers["Retry-After"]
+            assert (await response.json())["error"] == "database_unavailable"
+        assert await vonage.post(vonage_part(1, concat="false"), url=url) == ACCEPTED
+    [document] = await captured(vonage.amqp, 1)
+    assert document["text"] == LONG_TEXT[0]

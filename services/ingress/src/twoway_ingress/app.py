@@ -13,7 +13,8 @@ from twoway.messages import InboundSMS
 from twoway.service import PUBLISHER, amqp_context, create_base_app, mongo_context
 from twoway.topology import INBOUND_EXCHANGE, inbound_key
 from twoway_ingress.errors import error_response, json_errors
-from twoway_ingress.gateways import add_gateway_routes
+from twoway_ingress.gateways import add_gateway_routes, message_log_context
+from twoway_ingress.long_messages import long_messages_context
 from twoway_ingress.receive import inbound_from_fields, request_fields
 from twoway_ingress.settings import IngressSettings
 from twoway_ingress.subscribe import subscribe_sms, subscriptions_context
@@ -65,9 +66,12 @@ def create_app(settings: IngressSettings) -> web.Application:
     app.cleanup_ctx.append(amqp_context(settings, "ingress"))
     # Readiness is the broker's alone: /receiveSMS and the gateway endpoints (the MO path) need
     # only the broker, so ingress keeps accepting MO while MongoDB is down rather than leaving
-    # the gateways with no endpoint. /subscribeSMS answers 503 meanwhile.
+    # the gateways with no endpoint. /subscribeSMS, and the parts of long SMS that a gateway
+    # posts one by one (stored until the last arrives), answer 503 meanwhile.
     app.cleanup_ctx.append(mongo_context(settings, "ingress", ready_check=False))
     app.cleanup_ctx.append(subscriptions_context(settings))
+    app.cleanup_ctx.append(long_messages_context(settings))
+    app.cleanup_ctx.append(message_log_context)
     app.router.add_route("GET", "/subscribeSMS", subscribe_sms)
     app.router.add_route("GET", "/receiveSMS", receive_sms)
     app.router.add_route("POST", "/receiveSMS", receive_sms)

@@ -2,17 +2,23 @@
 
 A gateway posts MO (inbound) or delivery reports (status) in its own shape; its dialect
 (`twoway.gateways.DIALECTS`) parses them into `InboundSMS` (to `sms.inbound`) or `DeliveryEvent`
-(to `sms.events`). Answers: 404 JSON for an unknown gateway; 403 when the post fails the
-gateway's authenticity checks (logged with the reason, never the body); 400/422 JSON for a post we
-cannot understand; 503 when the broker did not confirm (the gateway retries); otherwise the
+(written to the message log, then published on `sms.events`). Answers: 404 JSON for an unknown
+gateway; 403 when the post fails the gateway's authenticity checks (logged with the reason, never
+the body); 400/422 JSON for a post we cannot understand; 503 when the broker did not confirm, or
+for a delivery report when the database is unreachable (the gateway retries); otherwise the
 answer the gateway expects (an empty body for Kannel, so that it sends no reply SMS; empty TwiML
 for Twilio), only once every message of the post is confirmed.
+
+A part of a long SMS (a dialect's `message_part`, Vonage's `concat` fields) is answered once it
+is stored in MongoDB (503 while it cannot be); the post that completes the set publishes the
+whole SMS (`twoway_ingress.long_messages`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from typing import TypeVar
@@ -20,6 +26,7 @@ from urllib.parse import parse_qsl
 
 import structlog
 from aiohttp import web
+from pymongo.errors import ConnectionFailure
 
 from twoway import metrics
 from twoway.broker import PublishFailed
@@ -27,11 +34,14 @@ from twoway.gateways import DIALECTS, Dialect
 from twoway.gateways.authenticity import check_configuration, refusal
 from twoway.gateways.base import InvalidWebhook, WebhookAnswer, WebhookRequest
 from twoway.gateways.config import GatewayConfig, GatewaysConfig, GatewaySecrets
+from twoway.gateways.parts import InvalidPart, MessagePart, part_reader
 from twoway.logs import bound_message_ids
+from twoway.message_log import LOG_COLLECTION, MessageLog
 from twoway.messages import DeliveryEvent, Envelope, InboundSMS
-from twoway.service import PUBLISHER
+from twoway.service import MONGO_DB, PUBLISHER
 from twoway.topology import EVENTS_EXCHANGE, INBOUND_EXCHANGE, event_key, inbound_key
 from twoway_ingress.errors import InvalidRequest, error_response, refusing_malformed_bodies
+from twoway_ingress.long_messages import LONG_MESSAGES, StillAssembling
 from twoway_ingress.settings import IngressSettings
 
 log = structlog.get_logger(__name__)
@@ -60,6 +70,13 @@ class GatewayEndpoints:
 
 
 ENDPOINTS = web.AppKey("gateway_endpoints", GatewayEndpoints)
+MESSAGE_LOG = web.AppKey("message_log", MessageLog)
+
+
+async def message_log_context(app: web.Application) -> AsyncIterator[None]:
+    """The message log the delivery reports go to (after the database's context)."""
+    app[MESSAGE_LOG] = MessageLog(app[MONGO_DB][LOG_COLLECTION])
+    yield
 
 
 def _is_trusted(address: str, proxies: Sequence[Network]) -> bool:
@@ -149,12 +166,8 @@ async def _publish_all(
             )
         except PublishFailed as error:
             log.error("gateway_post_not_accepted", error=str(error))
-            retry_after = request.app[ENDPOINTS].settings.retry_after_seconds
-            return error_response(
-                503,
-                "broker_unavailable",
-                "the post could not be queued; retry later",
-                headers={"Retry-After": str(retry_after)},
+            return _retry_later(
+                request, "broker_unavailable", "the post could not be queued; retry later"
             )
     return None
 
@@ -163,11 +176,59 @@ def _respond(answer: WebhookAnswer) -> web.Response:
     return web.Response(status=answer.status, text=answer.body, content_type=answer.content_type)
 
 
-def _parsed(parse: Callable[[], list[T]]) -> list[T]:
+def _parsed(parse: Callable[[], T]) -> T:
     try:
         return parse()
     except InvalidWebhook as error:
-        raise InvalidRequest(error.status, error.code, str(error)) from error
+        field = error.field if isinstance(error, InvalidPart) else None
+        raise InvalidRequest(error.status, error.code, str(error), field) from error
+
+
+def _retry_later(request: web.Request, code: str, message: str) -> web.Response:
+    retry_after = request.app[ENDPOINTS].settings.retry_after_seconds
+    return error_response(503, code, message, headers={"Retry-After": str(retry_after)})
+
+
+def _accepted(messages: list[InboundSMS]) -> None:
+    for message in messages:
+        metrics.INBOUND_RECEIVED.labels(gateway=message.gateway_id).inc()
+        with bound_message_ids(message):
+            log.info("inbound_accepted", gateway_id=message.gateway_id, sender=message.sender)
+
+
+async def _inbound_part(
+    request: web.Request, gateway: Gateway, message: InboundSMS, part: MessagePart
+) -> web.Response:
+    """One part of a long SMS: stored, and the whole SMS published by the post completing it."""
+    long_messages = request.app[LONG_MESSAGES]
+    try:
+        claim = await long_messages.add(message, part)
+    except ConnectionFailure as error:
+        log.error("inbound_part_not_stored", gateway_id=message.gateway_id, error=str(error))
+        return _retry_later(
+            request, "database_unavailable", "the part could not be stored; retry later"
+        )
+    except StillAssembling as error:
+        log.warning("long_message_still_assembling", gateway_id=message.gateway_id)
+        return _retry_later(request, "in_progress", f"{error}; retry later")
+    if claim is None:
+        log.info("inbound_part_stored", gateway_id=message.gateway_id, part=part.number)
+        return _respond(gateway.dialect.answer("inbound"))
+    whole = claim.message
+    refused = await _publish_all(
+        request, [(whole, INBOUND_EXCHANGE, inbound_key(whole.gateway_id))]
+    )
+    try:
+        if refused is None:
+            await long_messages.published(claim)
+        else:
+            await long_messages.release(claim)
+    except ConnectionFailure as error:  # a pending claim is taken over once stale
+        log.warning("long_message_claim_not_updated", error=str(error))
+    if refused is not None:
+        return refused
+    _accepted([whole])
+    return _respond(gateway.dialect.answer("inbound"))
 
 
 async def gateway_inbound(request: web.Request) -> web.Response:
@@ -176,16 +237,17 @@ async def gateway_inbound(request: web.Request) -> web.Response:
     messages: list[InboundSMS] = _parsed(
         lambda: gateway.dialect.parse_inbound(gateway.config, webhook, region)
     )
+    read_part = part_reader(gateway.dialect)
+    part = _parsed(lambda: read_part(gateway.config, webhook)) if read_part else None
+    if part is not None and len(messages) == 1:
+        return await _inbound_part(request, gateway, messages[0], part)
     refused = await _publish_all(
         request,
         [(message, INBOUND_EXCHANGE, inbound_key(message.gateway_id)) for message in messages],
     )
     if refused is not None:
         return refused
-    for message in messages:
-        metrics.INBOUND_RECEIVED.labels(gateway=message.gateway_id).inc()
-        with bound_message_ids(message):
-            log.info("inbound_accepted", gateway_id=message.gateway_id, sender=message.sender)
+    _accepted(messages)
     return _respond(gateway.dialect.answer("inbound"))
 
 
@@ -194,6 +256,13 @@ async def gateway_status(request: web.Request) -> web.Response:
     events: list[DeliveryEvent] = _parsed(
         lambda: gateway.dialect.parse_status(gateway.config, webhook)
     )
+    try:  # one report per message: they share the log's next batch
+        await asyncio.gather(*(request.app[MESSAGE_LOG].add(event) for event in events))
+    except ConnectionFailure as error:
+        log.error("delivery_report_not_logged", error=str(error))
+        return _retry_later(
+            request, "database_unavailable", "the report could not be logged; retry later"
+        )
     refused = await _publish_all(
         request,
         [(event, EVENTS_EXCHANGE, event_key(event.status, event.adapter)) for event in events],

@@ -9,8 +9,11 @@ In: the inbound-message webhook (`msisdn`, `to`, `text`, `messageId`, `keyword`,
 `message-timestamp`; GET query, form or JSON) and delivery receipts (`messageId`, `status`,
 `err-code`, `client-ref`). Signed webhooks (an account setting) carry `sig`: over the sorted
 parameters as `&name=value` (with `&` and `=` in values turned into `_`), MD5 of that plus the
-signature secret (`md5hash`), or an HMAC keyed with it (`signature_method`). Parts of a long MO
-arrive one by one with `concat-ref`, `concat-part` and `concat-total`, kept in params.
+signature secret (`md5hash`), or an HMAC keyed with it (`signature_method`).
+
+A long MO arrives part by part, each with `concat=true`, `concat-ref` (shared by the parts),
+`concat-total` and `concat-part` (from 1), kept in params: `message_part` reads them
+(`twoway.gateways.parts`) and ingress joins the parts.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from twoway.gateways.base import (
 )
 from twoway.gateways.config import GatewayConfig, GatewaySecrets
 from twoway.gateways.encoding import SegmentedText
+from twoway.gateways.parts import InvalidPart, MessagePart, read_part
 from twoway.gateways.results import SendResult, classify_status
 from twoway.messages import DeliveryEvent, DeliveryStatus, InboundSMS, OutboundSMS
 
@@ -110,6 +114,18 @@ def parse_inbound(gateway: GatewayConfig, request: WebhookRequest, region: str) 
             params={key: value for key, value in fields.items() if key not in named},
         )
     ]
+
+
+def message_part(gateway: GatewayConfig, request: WebhookRequest) -> MessagePart | None:
+    """Which part of a long MO this post is; None for a whole SMS (no `concat`, or one part)."""
+    fields = _fields(request)
+    concat = fields.get("concat", "").strip().lower()
+    if concat not in {"", "true", "false"}:
+        raise InvalidPart("concat", f"concat must be true or false, not {concat[:20]!r}")
+    if concat != "true":
+        return None
+    part = read_part(fields, reference="concat-ref", number="concat-part", total="concat-total")
+    return part if part.total > 1 else None
 
 
 def parse_status(gateway: GatewayConfig, request: WebhookRequest) -> list[DeliveryEvent]:
