@@ -1,26 +1,34 @@
 """Subscriptions and broadcast fan-out: subscribe rate, messages queued per second, and the
-broadcaster's peak memory, on throwaway servers (twoway_devstack).
+broadcaster's peak memory, on throwaway servers (twoway_devstack). Prints each round and the
+median of the rounds.
 
-- subscribe/s: `SubscriptionStore.subscribe` (the idempotent upsert every edge uses) over a sample
-  of numbers, 16 at a time. The rest of the subscribers are bulk-inserted (setup, not measured).
+- subscribe/s: `Subscriptions.subscribe`, what every edge calls (the SDK, the api,
+  `/subscribeSMS`, JOIN): the event source looked up, the idempotent upsert, the change announced
+  on `sms.subscriptions` with a confirm; and the bare upsert (`SubscriptionStore.subscribe`) for
+  comparison. Each round subscribes `--sample` fresh numbers, 16 at a time. The rest of the
+  subscribers are bulk-inserted (setup, not measured).
 - fan-out: the broadcaster runs as its own process (`twoway-broadcaster`, logs at WARNING) and
   fans a broadcast out to every subscriber into `outbound.bulk` (no outbound consumer: the
-  figure is messages queued, each confirmed by the broker). 1% of the numbers opted out. The rate
-  is queued / (finished_at - started_at) from the broadcast's own record.
+  figure is messages queued, each confirmed by the broker), once per round. 1% of the numbers
+  opted out. The rate is queued / (finished_at - started_at) from the broadcast's own record.
 - memory: the broadcaster's peak resident set (VmHWM), after a small broadcast and after the big
-  one, to show it does not grow with the subscriber count.
+  ones, to show it does not grow with the subscriber count.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import structlog
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -29,7 +37,12 @@ from twoway.broker import Publisher, connect
 from twoway.messages import EventSource, utc_now
 from twoway.optouts import OPTOUTS
 from twoway.storage import Document
-from twoway.subscriptions import SUBSCRIPTIONS, EventSourceRegistry, SubscriptionStore
+from twoway.subscriptions import (
+    SUBSCRIPTIONS,
+    EventSourceRegistry,
+    Subscriptions,
+    SubscriptionStore,
+)
 from twoway.topology import (
     OUTBOUND_BULK_QUEUE,
     OUTBOUND_EXCHANGE,
@@ -48,16 +61,46 @@ def phone(n: int) -> str:
     return f"+1555{n:07d}"
 
 
-async def subscribe_rate(store: SubscriptionStore, source: str, sample: int) -> float:
-    numbers = iter(range(sample))
+Subscribe = Callable[[str, str], Awaitable[object]]
+
+
+async def subscribe_rate(subscribe: Subscribe, source: str, numbers: range) -> float:
+    """Subscriptions per second: each of `numbers` subscribed to `source`, 16 at a time."""
+    pending = iter(numbers)
     started = time.perf_counter()
 
     async def worker() -> None:
-        for n in numbers:
-            await store.subscribe(source, phone(n))
+        for n in pending:
+            await subscribe(source, phone(n))
 
     await asyncio.gather(*(worker() for _ in range(16)))
-    return sample / (time.perf_counter() - started)
+    return len(numbers) / (time.perf_counter() - started)
+
+
+async def subscribe_rounds(
+    subscriptions: Subscriptions, source: str, sample: int, rounds: int
+) -> int:
+    """Print each kind of subscribe's rate per round (the kinds take turns, so each meets the
+    same collection sizes) and their medians; returns how many numbers were subscribed (0 up
+    to that)."""
+    kinds: list[tuple[str, Subscribe]] = [
+        ("Subscriptions.subscribe", subscriptions.subscribe),
+        ("SubscriptionStore.subscribe (upsert only)", subscriptions.store.subscribe),
+    ]
+    rates: dict[str, list[float]] = {label: [] for label, _ in kinds}
+    next_number = 0
+    for number in range(1, rounds + 1):
+        for label, subscribe in kinds:
+            numbers = range(next_number, next_number + sample)
+            next_number += sample
+            rates[label].append(await subscribe_rate(subscribe, source, numbers))
+            print(f"round {number}: {label} {rates[label][-1]:,.0f} subscriptions/s", flush=True)
+    medians = "; ".join(f"{label} {statistics.median(rates[label]):,.0f}/s" for label, _ in kinds)
+    print(
+        f"median of {rounds}: {medians} ({sample:,} fresh numbers a round, 16 at a time)",
+        flush=True,
+    )
+    return next_number
 
 
 async def bulk_subscribe(db: AsyncDatabase[Document], source: str, start: int, end: int) -> None:
@@ -99,21 +142,31 @@ async def run_broadcast(broadcasts: Broadcasts, source: str) -> Broadcast:
         await asyncio.sleep(0.2)
 
 
-def report(label: str, broadcast: Broadcast, pid: int) -> None:
+def fan_out_rate(broadcast: Broadcast) -> float:
     assert broadcast.started_at is not None
     assert broadcast.finished_at is not None
-    seconds = (broadcast.finished_at - broadcast.started_at).total_seconds()
+    return broadcast.queued / (broadcast.finished_at - broadcast.started_at).total_seconds()
+
+
+def report(label: str, broadcast: Broadcast) -> float:
+    """Print one broadcast's figures; returns its rate (messages queued/s)."""
+    rate = fan_out_rate(broadcast)
     print(
         f"{label}: {broadcast.status}, {broadcast.queued:,} queued, "
-        f"{broadcast.skipped_opted_out:,} skipped (opted out) in {seconds:.1f} s = "
-        f"{broadcast.queued / seconds:,.0f} messages queued/s; "
-        f"broadcaster peak RSS {peak_memory_mb(pid):.0f} MB",
+        f"{broadcast.skipped_opted_out:,} skipped (opted out) = {rate:,.0f} messages queued/s",
         flush=True,
     )
+    return rate
 
 
 async def measure(
-    folder: Path, amqp_url: str, mongo_url: str, subscribers: int, sample: int, batch: int
+    folder: Path,
+    amqp_url: str,
+    mongo_url: str,
+    subscribers: int,
+    sample: int,
+    batch: int,
+    rounds: int,
 ) -> None:
     client: AsyncMongoClient[Document] = AsyncMongoClient(mongo_url, tz_aware=True)
     await client.drop_database(DATABASE)
@@ -122,7 +175,7 @@ async def measure(
     publisher = await Publisher.open(connection, 30.0)
     await declare_exchanges(publisher.channel)
     await declare_broadcast_queues(publisher.channel)
-    await declare_work_queue(
+    bulk_queue = await declare_work_queue(
         publisher.channel,
         OUTBOUND_BULK_QUEUE,
         exchange=OUTBOUND_EXCHANGE,
@@ -133,18 +186,17 @@ async def measure(
     await registry.replace_adapter_sources(
         "bench", [EventSource(name=small, adapter="bench"), EventSource(name=big, adapter="bench")]
     )
-    store = SubscriptionStore(db, "US")
-    await store.ensure_indexes()
+    subscriptions = Subscriptions(SubscriptionStore(db, "US"), registry, publisher)
+    await subscriptions.ensure_indexes()
 
-    rate = await subscribe_rate(store, big, sample)
-    print(f"subscribe(): {rate:,.0f} subscriptions/s ({sample:,} numbers, 16 at a time)")
+    subscribed = await subscribe_rounds(subscriptions, big, sample, rounds)
     started = time.perf_counter()
-    await bulk_subscribe(db, big, sample, subscribers)
+    await bulk_subscribe(db, big, subscribed, subscribers)
     await bulk_subscribe(db, small, 0, subscribers // 10)
     await opt_out_every_hundredth(db, subscribers)
     print(
-        f"setup: {subscribers:,} + {subscribers // 10:,} subscriptions bulk-inserted in "
-        f"{time.perf_counter() - started:.1f} s",
+        f"setup: {max(subscribers - subscribed, 0):,} + {subscribers // 10:,} subscriptions "
+        f"bulk-inserted in {time.perf_counter() - started:.1f} s",
         flush=True,
     )
 
@@ -173,9 +225,21 @@ async def measure(
         await asyncio.sleep(3)
         print(f"broadcaster started: peak RSS {peak_memory_mb(worker.pid):.0f} MB", flush=True)
         report(
-            f"{subscribers // 10:,} subscribers", await run_broadcast(broadcasts, small), worker.pid
+            f"warm-up, {subscribers // 10:,} subscribers", await run_broadcast(broadcasts, small)
         )
-        report(f"{subscribers:,} subscribers", await run_broadcast(broadcasts, big), worker.pid)
+        small_peak = peak_memory_mb(worker.pid)
+        rates = []
+        for number in range(1, rounds + 1):
+            await bulk_queue.purge()  # each round fans out into an empty queue
+            broadcast = await run_broadcast(broadcasts, big)
+            rates.append(report(f"round {number}, {subscribers:,} subscribers", broadcast))
+        print(
+            f"median of {rounds}: fan-out {statistics.median(rates):,.0f} messages queued/s "
+            f"to {subscribers:,} subscribers (batch {batch:,}; {os.cpu_count()} cores); "
+            f"broadcaster peak RSS {small_peak:.0f} MB after {subscribers // 10:,}, "
+            f"{peak_memory_mb(worker.pid):.0f} MB after {subscribers:,}",
+            flush=True,
+        )
     finally:
         worker.terminate()
         await worker.wait()
@@ -187,10 +251,15 @@ async def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.broadcast", description=__doc__)
     parser.add_argument("--subscribers", type=int, default=100_000)
-    parser.add_argument("--sample", type=int, default=2_000, help="numbers subscribed one by one")
+    parser.add_argument(
+        "--sample", type=int, default=2_000, help="numbers subscribed one by one, each round"
+    )
     parser.add_argument("--batch-size", type=int, default=1_000)
+    parser.add_argument("--rounds", type=int, default=3)
     args, _ = parser.parse_known_args()
     print(f"machine: {os.cpu_count()} cores", flush=True)
+    # This process logs at WARNING too (each subscribe logs at INFO): logging is not measured.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     with (
         tempfile.TemporaryDirectory(prefix="bench-broadcast-") as folder,
         provide_servers(Path(folder), persistent=False) as urls,
@@ -203,6 +272,7 @@ def main() -> None:
                 args.subscribers,
                 args.sample,
                 args.batch_size,
+                args.rounds,
             )
         )
 

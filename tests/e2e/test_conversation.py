@@ -1,5 +1,6 @@
 """Conversations end to end: the bank's TRANSFER asks three questions, and each next SMS from
-that number is the answer, without a keyword; two numbers talk to it at the same time."""
+that number is the answer, without a keyword and ahead of keyword handlers (only STOP and HELP
+come first); two numbers talk to it at the same time."""
 
 from __future__ import annotations
 
@@ -55,6 +56,21 @@ async def test_two_numbers_hold_three_step_conversations_at_the_same_time(
         "Your balance is 90.00 USD.",
         "Your balance is 100.00 USD.",
     ]
+
+
+async def test_an_open_conversation_outranks_keyword_handlers(bank_system: Stack) -> None:
+    alice = Phone(bank_system, ALICE)
+    assert await alice.text("TRANSFER") == HOW_MUCH
+
+    # BAL is a keyword handler's, but Alice owes an answer: the question's step takes it.
+    assert await alice.text("BAL") == "Please send an amount, like 12.50."
+    # (Not "TRANSFER" again: the router drops a repeat of the same text as a duplicate.)
+    assert await alice.text("transfer it") == "Please send an amount, like 12.50."
+    assert await alice.text("10") == "To which account should 10.00 go?"
+
+    replies = [m["text"] for m in await bank_system.received(4, within=0.5) if m["to"] == ALICE]
+    assert len(replies) == 4
+    assert not [reply for reply in replies if reply.startswith("Your balance")]
 
 
 async def test_help_outranks_an_open_conversation_which_stays_open(bank_system: Stack) -> None:

@@ -1,5 +1,5 @@
 """The api's REST contract on real sockets, RabbitMQ and MongoDB: status codes, JSON error
-bodies and the bearer token."""
+bodies (also without the database or the broker: 503, never a crash) and the bearer token."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import pytest
@@ -16,16 +17,19 @@ from aiohttp import web
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.support.broker import delete_queues, drain
-from tests.support.proxy import database_proxy
+from tests.support.proxy import DatabaseProxy, database_proxy
 from tests.support.servers import serving
+from tests.support.waiting import until
 from twoway.broadcasts import BROADCASTS
+from twoway.dead_letters import OUTBOUND_DEAD_LETTER_QUEUES
 from twoway.messages import EventSource, HandlerRegistration, StartBroadcast
 from twoway.registry import HandlerRegistry
-from twoway.service import AMQP_CONNECTION
+from twoway.service import AMQP_CONNECTION, PUBLISHER
 from twoway.storage import Document
-from twoway.subscriptions import EventSourceRegistry
+from twoway.subscriptions import SUBSCRIPTIONS, EventSourceRegistry, SubscriptionStore
 from twoway.topology import BROADCAST_EVENTS_QUEUE, BROADCASTS_QUEUE, dead_letter_queue
-from twoway_api.app import create_app
+from twoway_api.app import ALL_OPERATIONS, create_app
+from twoway_api.operations import Operation
 from twoway_api.resources import OPERATIONS
 from twoway_api.settings import ApiSettings
 from twoway_devstack import ServerUrls
@@ -49,9 +53,15 @@ class Api:
     app: web.Application
 
     async def call(
-        self, method: str, path: str, *, token: str | None = TOKEN, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = TOKEN,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
         async with self.http.request(
             method, self.url + path, headers=headers, **kwargs
         ) as response:
@@ -68,16 +78,21 @@ async def running_api(make_settings: Callable[..., Any], **overrides: Any) -> As
         yield Api(url, http, app)
 
 
+async def declare_news(amqp: AbstractRobustConnection, db: AsyncDatabase[Document]) -> None:
+    """No broadcast commands left from other tests; the event source NEWS declared."""
+    await delete_queues(amqp, BROADCAST_QUEUES)
+    await EventSourceRegistry(db).replace_adapter_sources(
+        "bank", [EventSource(name=NEWS, adapter="bank", description="headlines")]
+    )
+
+
 @pytest.fixture
 async def api(
     make_settings: Callable[..., Any],
     amqp: AbstractRobustConnection,
     mongo_db: AsyncDatabase[Document],
 ) -> AsyncIterator[Api]:
-    await delete_queues(amqp, BROADCAST_QUEUES)
-    await EventSourceRegistry(mongo_db).replace_adapter_sources(
-        "bank", [EventSource(name=NEWS, adapter="bank", description="headlines")]
-    )
+    await declare_news(amqp, mongo_db)
     async with running_api(make_settings) as api:
         yield api
 
@@ -92,6 +107,13 @@ SAMPLE_PATHS = {
     "{event_source}": NEWS,
     "{phone}": PHONE,
     "{broadcast_id}": "01JAAAAAAAAAAAAAAAAAAAAAAA",
+    "{message_id}": "01JAAAAAAAAAAAAAAAAAAAAAAA",
+    "{queue}": OUTBOUND_DEAD_LETTER_QUEUES[0],
+}
+SAMPLE_BODIES: dict[str, dict[str, Any]] = {
+    "subscribe": {"phone": "+15557654321"},
+    "notify": {"text": "Markets are up"},
+    "sendMessage": {"to": PHONE, "text": "Your statement is ready."},
 }
 
 
@@ -99,6 +121,24 @@ def _sample_path(path: str) -> str:
     for placeholder, value in SAMPLE_PATHS.items():
         path = path.replace(placeholder, value)
     return path
+
+
+def _sample_call(operation: Operation) -> tuple[str, str, dict[str, Any]]:
+    """A well-formed call of `operation`: method, path and request options."""
+    options: dict[str, Any] = {"headers": {"Idempotency-Key": f"key-{operation.operation_id}"}}
+    if operation.body is not None:
+        options["json"] = SAMPLE_BODIES.get(operation.operation_id, {})
+    return operation.method, _sample_path(operation.path), options
+
+
+DATABASE_CALLS = [
+    operation
+    for operation in ALL_OPERATIONS
+    if not operation.public and not operation.path.startswith("/dead-letters")
+]
+"""Every call that reads or writes the database (all but the dead letters' and the document)."""
+BROKER_CALLS = [operation for operation in ALL_OPERATIONS if 503 in operation.responses]
+"""Every call that needs the broker: publishes, or works on outbound's dead-letter queues."""
 
 
 PROTECTED = [
@@ -383,20 +423,79 @@ async def test_without_the_broker_changes_are_503_and_nothing_changes(
 
 
 @pytest.mark.usefixtures("mongo_db")  # drops the api's database afterwards
-async def test_without_the_database_changes_are_503(
+async def test_without_the_database_every_call_is_a_json_503(
     make_settings: Callable[..., Any], servers: ServerUrls
 ) -> None:
+    assert {"subscribe", "sendMessage", "getMessage", "listHandlers"} <= {
+        operation.operation_id for operation in DATABASE_CALLS
+    }
     async with (
         database_proxy(servers.mongo_url) as proxy,
         running_api(make_settings, mongo_url=proxy.mongo_url) as api,
     ):
         proxy.cut()
+        calls = [_sample_call(operation) for operation in DATABASE_CALLS]
         answers = await asyncio.gather(
-            *(api.call(method, path, json=body) for method, path, body in CHANGES)
+            *(api.call(method, path, **options) for method, path, options in calls)
         )
-    for status, error in answers:
-        assert status == 503
+    for (method, path, _), (status, error) in zip(calls, answers, strict=True):
+        assert status == 503, (method, path, error)
         _error(error, "database_unavailable")
+
+
+def broker_url_through(proxy: DatabaseProxy, url: str) -> str:
+    """The broker's `url` through `proxy` (a plain TCP proxy, whatever the server speaks), so
+    that a test can take the broker away from a running service with `proxy.cut()`."""
+    parts = urlsplit(url)
+    credentials = parts.netloc.rpartition("@")[0]
+    return urlunsplit(
+        parts._replace(netloc=f"{credentials}@127.0.0.1:{urlsplit(proxy.mongo_url).port}")
+    )
+
+
+async def test_when_the_broker_goes_away_every_call_that_needs_it_is_a_json_503(
+    make_settings: Callable[..., Any],
+    servers: ServerUrls,
+    amqp: AbstractRobustConnection,
+    mongo_db: AsyncDatabase[Document],
+) -> None:
+    assert {"subscribe", "unsubscribe", "notify", "sendMessage", "listDeadLetters"} <= {
+        operation.operation_id for operation in BROKER_CALLS
+    }
+    await declare_news(amqp, mongo_db)
+    await SubscriptionStore(mongo_db, "US").subscribe(NEWS, PHONE)  # for the unsubscribe
+    async with (
+        database_proxy(servers.amqp_url) as proxy,
+        running_api(
+            make_settings, amqp_url=broker_url_through(proxy, servers.amqp_url), publish_timeout=1.0
+        ) as api,
+    ):
+        proxy.cut()  # the connection drops; reconnecting is refused
+        await until(lambda: api.app[PUBLISHER].channel.is_closed)
+        calls = [_sample_call(operation) for operation in BROKER_CALLS]
+        started = asyncio.get_running_loop().time()
+        answers = await asyncio.gather(
+            *(api.call(method, path, **options) for method, path, options in calls)
+        )
+        assert asyncio.get_running_loop().time() - started < 5
+        status, readiness = await api.call("GET", "/readyz")
+        assert (status, readiness["checks"]["broker"]) == (503, False)
+    for (method, path, _), (status, error) in zip(calls, answers, strict=True):
+        assert status == 503, (method, path, error)
+        _error(error, "broker_unavailable")
+    assert await SubscriptionStore(mongo_db, "US").get_subscription(NEWS, PHONE) is not None
+    assert await mongo_db[SUBSCRIPTIONS].count_documents({}) == 1
+
+
+async def test_a_document_the_api_cannot_read_is_a_json_500(
+    api: Api, mongo_db: AsyncDatabase[Document]
+) -> None:
+    await mongo_db[SUBSCRIPTIONS].insert_one(
+        {"event_source": NEWS, "phone": PHONE, "created_at": "the day before yesterday"}
+    )
+    status, body = await api.call("GET", f"/event-sources/{NEWS}/subscriptions/{PHONE}")
+    assert status == 500
+    _error(body, "internal_error")
 
 
 async def test_an_unknown_broadcast_is_404(api: Api) -> None:

@@ -13,13 +13,17 @@ from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 from pymongo.asynchronous.database import AsyncDatabase
 
+from tests.integration.test_api import broker_url_through
+from tests.support.proxy import database_proxy
 from tests.support.servers import serving
 from tests.support.stack import gateways_file
+from tests.support.waiting import until
 from twoway.messages import EventSource, SubscriptionChanged
-from twoway.service import AMQP_CONNECTION
+from twoway.service import AMQP_CONNECTION, PUBLISHER
 from twoway.storage import Document
 from twoway.subscriptions import EventSourceRegistry, SubscriptionStore
 from twoway.topology import SUBSCRIPTIONS_EXCHANGE
+from twoway_devstack import ServerUrls
 from twoway_ingress.app import create_app
 from twoway_ingress.settings import IngressSettings
 
@@ -157,8 +161,8 @@ async def test_any_other_option_unsubscribes(ingress: Ingress, option: str) -> N
         ),
         pytest.param(
             "eventSource=News&phoneNumber=5551234567",
-            404,
-            "unknown_event_source",
+            422,
+            "invalid_field",
             "eventSource",
             id="not-adapter-dot-source",
         ),
@@ -213,6 +217,37 @@ async def test_without_the_broker_it_is_503_and_nothing_changes(ingress: Ingress
         assert (status, body["error"]) == (503, "unavailable")
     assert await ingress.store.get_subscription(NEWS, "+15557654321") is None
     assert await ingress.store.get_subscription(NEWS, PHONE) == subscribed
+
+
+async def test_when_the_broker_goes_away_it_is_503_and_nothing_changes(
+    make_settings: Callable[..., Any],
+    servers: ServerUrls,
+    mongo_db: AsyncDatabase[Document],
+    tmp_path: Path,
+) -> None:
+    await EventSourceRegistry(mongo_db).replace_adapter_sources(
+        "bank", [EventSource(name=NEWS, adapter="bank")]
+    )
+    store = SubscriptionStore(mongo_db, "US")
+    subscribed, _ = await store.subscribe(NEWS, PHONE)
+    async with database_proxy(servers.amqp_url) as proxy:
+        settings = make_settings(
+            IngressSettings,
+            gateways_file=gateways_file(tmp_path, "http://127.0.0.1:9"),
+            amqp_url=broker_url_through(proxy, servers.amqp_url),
+            publish_timeout=1.0,
+        )
+        app = create_app(settings)
+        async with serving(app) as url, aiohttp.ClientSession() as http:
+            ingress = Ingress(url, http, store, app)
+            proxy.cut()  # the connection drops; reconnecting is refused
+            await until(lambda: app[PUBLISHER].channel.is_closed)
+            for query in (f"eventSource={NEWS}&phoneNumber=5557654321", f"{SUBSCRIBE}&option=stop"):
+                status, body = await ingress.get(query)
+                assert (status, body["error"]) == (503, "unavailable")
+                assert body["message"]
+    assert await store.get_subscription(NEWS, "+15557654321") is None
+    assert await store.get_subscription(NEWS, PHONE) == subscribed
 
 
 async def test_receive_sms_stays_ready_without_the_database(

@@ -60,7 +60,6 @@ from twoway.messages import (
     Subscription,
 )
 from twoway.ordering import KeyedSequencer
-from twoway.phone import normalise_phone
 from twoway.registry import HandlerRegistry
 from twoway.routing import validate_registration
 from twoway.sdk_http import HTTP_SESSION, BackendClient, BackendClientSettings, http_session_context
@@ -230,17 +229,14 @@ class HandlerContext:
         self, to: str, text: str, *, gateway_id: str | None = None, sender: str | None = None
     ) -> OutboundSMS:
         """Send an SMS to any number (normalised to E.164), as part of handling this one."""
-        outbound = OutboundSMS(
+        return await self.services.send(
+            to,
+            text,
+            gateway_id=gateway_id,
+            sender=sender,
             correlation_id=self.message.correlation_id or self.message.message_id,
             trace=self.message.trace,
-            to=normalise_phone(to, self._settings.default_region),
-            from_=sender,
-            text=text,
-            gateway_id=gateway_id,
-            adapter=self.adapter,
         )
-        await self._publish(outbound)
-        return outbound
 
     async def _publish(self, outbound: OutboundSMS) -> None:
         await self._publisher.publish(

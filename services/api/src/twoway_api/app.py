@@ -87,7 +87,7 @@ def create_app(settings: ApiSettings) -> web.Application:
     app.cleanup_ctx.append(amqp_context(settings, "api"))
     app.cleanup_ctx.append(mongo_context(settings, "api"))
     app.cleanup_ctx.append(_stores(settings))
-    app.cleanup_ctx.append(messages_context(settings))
-    app.cleanup_ctx.append(delivery_context())
+    app.cleanup_ctx.append(delivery_context(settings))
+    app.cleanup_ctx.append(messages_context(settings))  # uses the message log
     add_operations(app, ALL_OPERATIONS, settings.api_token.get_secret_value())
     return app

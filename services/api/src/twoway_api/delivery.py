@@ -9,18 +9,23 @@ is logged (404 until then, and after the log's retention).
 dead-letter queues only (`OUTBOUND_DEAD_LETTER_QUEUES`): replay publishes back to `sms.outbound`,
 which is only right for outbound's messages. Each request uses a channel of its own: listing
 holds the messages unacked until it puts them back, and a queue not declared yet (outbound never
-ran) closes the channel, which then means "no dead letters".
+ran) closes the channel, which then means "no dead letters". Without the broker (or when it does
+not answer within `dead_letter_timeout`), both answer 503; a replay cut short that way has
+replayed some, and the rest stay in the queue.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 import structlog
 from aio_pika.abc import AbstractChannel
-from aio_pika.exceptions import ChannelNotFoundEntity
+from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
 from aiohttp import web
 from pydantic import BaseModel, Field
 
@@ -38,6 +43,7 @@ from twoway_api.operations import (
     parse_query,
 )
 from twoway_api.schemas import Request
+from twoway_api.settings import ApiSettings
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +51,7 @@ MAX_DEAD_LETTERS = 1000
 """The most dead letters one request lists or replays (they are held in memory meanwhile)."""
 
 MESSAGE_LOG = web.AppKey("message_log", MessageLog)
+DEAD_LETTER_TIMEOUT = web.AppKey("dead_letter_timeout", float)
 
 
 class StatusChange(BaseModel):
@@ -116,25 +123,40 @@ def _queue(request: web.Request) -> str:
     return queue
 
 
-async def _open_channel(request: web.Request) -> AbstractChannel:
-    return await request.app[AMQP_CONNECTION].channel()
+def _broker_unavailable(message: str) -> InvalidRequest:
+    return InvalidRequest(503, "broker_unavailable", message)
 
 
-async def _close(channel: AbstractChannel) -> None:
-    if not channel.is_closed:
-        await channel.close()
+@asynccontextmanager
+async def _channel(request: web.Request) -> AsyncIterator[AbstractChannel]:
+    """A channel of the request's own, closed after it; 503 when the broker is unreachable or
+    the block outlasts `dead_letter_timeout` (on a lost connection, calls wait for a reconnect)."""
+    try:
+        channel = await request.app[AMQP_CONNECTION].channel()
+    except (RuntimeError, AMQPError, ConnectionError) as error:  # RuntimeError: closed connection
+        log.error("api_broker_unreachable", error=repr(error))
+        raise _broker_unavailable("the broker is unreachable; retry later") from error
+    try:
+        async with asyncio.timeout(request.app[DEAD_LETTER_TIMEOUT]):
+            yield channel
+    except (TimeoutError, AMQPError, ConnectionError) as error:
+        log.error("api_broker_unreachable", error=repr(error))
+        raise _broker_unavailable("the broker did not answer in time; retry later") from error
+    finally:
+        if not channel.is_closed:
+            with contextlib.suppress(Exception):  # a lost connection's channel cannot say bye
+                async with asyncio.timeout(1.0):
+                    await channel.close()
 
 
 async def list_queue(request: web.Request) -> web.Response:
     queue = _queue(request)
     query = parse_query(request, DeadLetterQuery)
-    channel = await _open_channel(request)
-    try:
-        dead = await list_dead_letters(channel, queue, query.limit)
-    except ChannelNotFoundEntity:
-        dead = []
-    finally:
-        await _close(channel)
+    async with _channel(request) as channel:
+        try:
+            dead = await list_dead_letters(channel, queue, query.limit)
+        except ChannelNotFoundEntity:
+            dead = []
     items = [DeadLetter.model_validate(dataclasses.asdict(letter)) for letter in dead]
     return json_model_response(DeadLetterList(items=items))
 
@@ -142,24 +164,23 @@ async def list_queue(request: web.Request) -> web.Response:
 async def replay_queue(request: web.Request) -> web.Response:
     queue = _queue(request)
     body = await parse_body(request, ReplayRequest) if request.body_exists else ReplayRequest()
-    channel = await _open_channel(request)
-    try:
-        replayed = await replay_dead_letters(
-            channel, request.app[PUBLISHER], queue, body.message_ids, MAX_DEAD_LETTERS
-        )
-    except ChannelNotFoundEntity:
-        replayed = 0
-    finally:
-        await _close(channel)
+    async with _channel(request) as channel:
+        try:
+            replayed = await replay_dead_letters(
+                channel, request.app[PUBLISHER], queue, body.message_ids, MAX_DEAD_LETTERS
+            )
+        except ChannelNotFoundEntity:
+            replayed = 0
     log.info("dead_letters_replayed", queue=queue, replayed=replayed)
     return json_model_response(ReplayResult(queue=queue, replayed=replayed))
 
 
-def delivery_context() -> CleanupContext:
+def delivery_context(settings: ApiSettings) -> CleanupContext:
     """The message log over the api's database (after `mongo_context`)."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         app[MESSAGE_LOG] = MessageLog(app[MONGO_DB][LOG_COLLECTION])
+        app[DEAD_LETTER_TIMEOUT] = settings.dead_letter_timeout
         yield
 
     return context
@@ -198,6 +219,7 @@ DELIVERY_OPERATIONS = [
             200: Response("The oldest dead letters", DeadLetterList),
             404: _UNKNOWN_QUEUE,
             422: _ERROR,
+            503: Response("The broker is unreachable", ErrorBody),
         },
     ),
     Operation(

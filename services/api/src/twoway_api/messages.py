@@ -11,10 +11,17 @@ How a key sends once, even when duplicates arrive at the same time on several ap
 first request inserts the key (collection `idempotency_keys`, `_id` = the key, so MongoDB's
 unique `_id` picks one winner) with the message it is about to publish, state `pending`; it
 publishes, then marks the key `accepted`. A duplicate finds the key and waits while it is
-`pending`, then answers the winner's message id. If the winner's publish fails, it deletes the
-key (the client's retry may send); if the winner died between insert and publish, the key stays
-`pending` past `stale_after` and the next duplicate takes it over, publishing the very same
-message (same id). Keys are forgotten `idempotency_key_retention_seconds` after their first use.
+`pending`, then answers the winner's message id (202, replayed); one that has waited twice
+`stale_after` without an answer gets 409. If the winner's publish fails, it deletes the key (the
+client's retry may send). If the winner died (or lost the database) after its insert, the key
+stays `pending` past `stale_after` and the next duplicate takes it over. The winner may have
+died before or after its publish, which the key cannot tell, so the taker first looks for the
+message in the message log: anything outbound logged of it (accepted, sent, failed, ...) shows
+it was published, and the key is marked `accepted` without publishing again. Otherwise it
+publishes the very same message (same id). What this leaves open: when the winner published
+and died, and outbound has still not logged the message `stale_after` later (outbound down or
+far behind), the taker publishes it again, with the same id for outbound to recognise. Keys are
+forgotten `idempotency_key_retention_seconds` after their first use.
 """
 
 from __future__ import annotations
@@ -35,11 +42,13 @@ from pymongo.errors import DuplicateKeyError
 
 from twoway.broker import Publisher, PublishFailed
 from twoway.http_errors import InvalidRequest
+from twoway.message_log import MessageLog
 from twoway.messages import OutboundSMS, utc_now
 from twoway.phone import InvalidPhoneNumber, normalise_phone
 from twoway.service import MONGO_DB, PUBLISHER, CleanupContext
 from twoway.storage import Document
 from twoway.topology import OUTBOUND_EXCHANGE, outbound_key
+from twoway_api.delivery import MESSAGE_LOG
 from twoway_api.operations import ErrorBody, Operation, Response, json_model_response, parse_body
 from twoway_api.schemas import Request
 from twoway_api.settings import ApiSettings
@@ -142,6 +151,7 @@ class Outbox:
         self,
         db: AsyncDatabase[Document],
         publisher: Publisher,
+        message_log: MessageLog,
         *,
         stale_after: float,
         retention: float,
@@ -149,6 +159,7 @@ class Outbox:
     ) -> None:
         self._keys = db[IDEMPOTENCY_KEYS]
         self._publisher = publisher
+        self._message_log = message_log
         self._stale_after = timedelta(seconds=stale_after)
         self._retention = retention
         self._poll_interval = poll_interval
@@ -211,10 +222,18 @@ class Outbox:
             {"$set": {"claimed_at": now}},
             return_document=ReturnDocument.AFTER,
         )
-        if abandoned is not None:
-            log.warning("idempotency_key_taken_over", message_id=abandoned["message_id"])
-            return Claim(OutboundSMS.model_validate(abandoned["message"]), now), None
-        return None, await self._keys.find_one({"_id": key})
+        if abandoned is None:
+            return None, await self._keys.find_one({"_id": key})
+        message_id = abandoned["message_id"]
+        if await self._message_log.get(message_id) is not None:
+            # The request that died had published it: outbound has logged it.
+            log.warning("idempotency_key_taken_over", message_id=message_id, published=True)
+            await self._keys.update_one(
+                {"_id": key, "state": PENDING, "claimed_at": now}, {"$set": {"state": ACCEPTED}}
+            )
+            return None, {**abandoned, "state": ACCEPTED}
+        log.warning("idempotency_key_taken_over", message_id=message_id, published=False)
+        return Claim(OutboundSMS.model_validate(abandoned["message"]), now), None
 
     async def _publish(self, key: str, claim: Claim) -> None:
         message = claim.message
@@ -248,12 +267,13 @@ async def send_message(request: web.Request) -> web.Response:
 
 
 def messages_context(settings: ApiSettings) -> CleanupContext:
-    """The outbox over the api's database and publisher (after their own contexts)."""
+    """The outbox over the api's database, publisher and message log (after their contexts)."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         outbox = Outbox(
             app[MONGO_DB],
             app[PUBLISHER],
+            app[MESSAGE_LOG],
             stale_after=2 * settings.publish_timeout + 5,
             retention=settings.idempotency_key_retention_seconds,
         )

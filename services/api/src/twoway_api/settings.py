@@ -18,3 +18,9 @@ class ApiSettings(TwowaySettings):
     idempotency_key_retention_seconds: float = Field(
         default=7 * 86_400.0, ge=60, description="How long POST /messages remembers a key"
     )
+    dead_letter_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a dead-letter list or replay may wait on the broker before it "
+        "answers 503",
+    )

@@ -4,8 +4,9 @@
 number when `option` is absent or blank and unsubscribes it when `option` has any other value.
 `phoneNumber` may hold digits, `+`, `-` and spaces (a national number takes the default region).
 Answers 200 with `{"status": "subscribed" | "already_subscribed" | "unsubscribed" |
-"not_subscribed", ...}`; a missing or malformed parameter is 422 naming it, an undeclared event
-source 404, and 503 when the database or the broker is unreachable (nothing changed then).
+"not_subscribed", ...}`; a missing or malformed parameter (an event source not spelled
+`Adapter.Source` among them) is 422 naming it, an undeclared event source 404, and 503 when the
+database or the broker is unreachable (nothing changed then).
 """
 
 from __future__ import annotations
@@ -94,8 +95,10 @@ async def subscribe_sms(request: web.Request) -> web.Response:
         else:
             removed = await subscriptions.unsubscribe(wanted.event_source, wanted.phone)
             status, phone = ("unsubscribed" if removed else "not_subscribed"), wanted.phone
-    except (UnknownEventSource, InvalidEventSource) as error:
+    except UnknownEventSource as error:
         raise InvalidRequest(404, "unknown_event_source", str(error), "eventSource") from error
+    except InvalidEventSource as error:
+        raise InvalidRequest(422, "invalid_field", str(error), "eventSource") from error
     except InvalidPhoneNumber as error:
         raise InvalidRequest(422, "invalid_field", str(error), "phoneNumber") from error
     except (PublishFailed, ConnectionFailure) as error:

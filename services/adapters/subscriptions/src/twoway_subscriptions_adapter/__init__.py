@@ -1,1 +1,2 @@
-"""Example adapter: JOIN / LEAVE keywords subscribe the sender to event sources."""
+"""Example adapter: the JOIN / LEAVE keywords subscribe the sender to event sources and
+unsubscribe it."""
