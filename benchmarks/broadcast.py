@@ -13,6 +13,10 @@ median of the rounds.
   opted out. The rate is queued / (finished_at - started_at) from the broadcast's own record.
 - memory: the broadcaster's peak resident set (VmHWM), after a small broadcast and after the big
   ones, to show it does not grow with the subscriber count.
+- cost: CPU milliseconds per subscriber of each process (the broadcaster, RabbitMQ, SecantusDB)
+  and database operations per subscriber over the big rounds: on 2 cores the three share the
+  machine, so the rate is bounded by their sum, and the broadcaster's own share says what one
+  broadcaster process could fan out with the broker and database elsewhere.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import structlog
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from benchmarks.cost import ProcessCpu, database_operations, print_cost
 from twoway.broadcasts import Broadcast, Broadcasts, BroadcastStore
 from twoway.broker import Publisher, connect
 from twoway.messages import EventSource, utc_now
@@ -229,16 +234,25 @@ async def measure(
         )
         small_peak = peak_memory_mb(worker.pid)
         rates = []
+        processes = ProcessCpu(str(folder))
+        cpu_before, operations_before = processes.sample(), database_operations(mongo_url)
         for number in range(1, rounds + 1):
             await bulk_queue.purge()  # each round fans out into an empty queue
             broadcast = await run_broadcast(broadcasts, big)
             rates.append(report(f"round {number}, {subscribers:,} subscribers", broadcast))
+        cpu_after, operations_after = processes.sample(), database_operations(mongo_url)
         print(
             f"median of {rounds}: fan-out {statistics.median(rates):,.0f} messages queued/s "
             f"to {subscribers:,} subscribers (batch {batch:,}; {os.cpu_count()} cores); "
             f"broadcaster peak RSS {small_peak:.0f} MB after {subscribers // 10:,}, "
             f"{peak_memory_mb(worker.pid):.0f} MB after {subscribers:,}",
             flush=True,
+        )
+        print_cost(
+            (cpu_before, cpu_after),
+            (operations_before, operations_after),
+            rounds * subscribers,
+            "subscriber",
         )
     finally:
         worker.terminate()

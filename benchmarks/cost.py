@@ -71,14 +71,20 @@ def database_operations(mongo_url: str) -> dict[str, int]:
 
 
 def print_cost(
-    before: dict[str, float], after: dict[str, float], operations: dict[str, int], count: int
+    cpu: tuple[dict[str, float], dict[str, float]],
+    operations: tuple[dict[str, int], dict[str, int]],
+    count: int,
+    unit: str,
 ) -> None:
-    """CPU milliseconds per message of each process, most first, and database ops per message."""
+    """CPU milliseconds per `unit` of each process, most first, and database operations per
+    `unit`, from samples (before, after) of `ProcessCpu` and `database_operations`."""
+    before, after = cpu
     spent = {name: (after[name] - before.get(name, 0.0)) * 1000 / count for name in after}
     for name, milliseconds in sorted(spent.items(), key=lambda item: -item[1]):
         if milliseconds < 0.01:
             break  # helpers such as RabbitMQ's erl_child_setup
-        print(f"  {name:22} {milliseconds:6.2f} ms CPU per reply", flush=True)
-    print(f"  {'all':22} {sum(spent.values()):6.2f} ms CPU per reply", flush=True)
-    per_message = ", ".join(f"{kind} {n / count:.2f}" for kind, n in operations.items() if n)
-    print(f"  database operations per reply: {per_message or 'none'}", flush=True)
+        print(f"  {name:22} {milliseconds:6.3f} ms CPU per {unit}", flush=True)
+    print(f"  {'all':22} {sum(spent.values()):6.3f} ms CPU per {unit}", flush=True)
+    done = {kind: n - operations[0].get(kind, 0) for kind, n in operations[1].items()}
+    per_unit = ", ".join(f"{kind} {n / count:.3f}" for kind, n in done.items() if n)
+    print(f"  database operations per {unit}: {per_unit or 'none'}", flush=True)

@@ -158,10 +158,9 @@ async def run(
         f"({os.cpu_count()} cores; concurrency {concurrency})",
         flush=True,
     )
-    operations = {
-        kind: operations_after[kind] - operations_before.get(kind, 0) for kind in operations_after
-    }
-    print_cost(cpu_before, cpu_after, operations, count * rounds)
+    print_cost(
+        (cpu_before, cpu_after), (operations_before, operations_after), count * rounds, "reply"
+    )
 
 
 def main() -> None:

@@ -75,6 +75,38 @@ async def test_publishing_on_a_closed_connection_fails_cleanly(
         await publisher.publish(inbound(), exchange=INBOUND_EXCHANGE, routing_key="inbound.sim")
 
 
+async def test_publish_many_confirms_every_message_with_its_ids_and_the_headers(
+    amqp: AbstractRobustConnection, publisher: Publisher
+) -> None:
+    messages = [inbound(f"ECHO {n}") for n in range(50)]
+    await publisher.publish_many(
+        [(message, inbound_key("sim")) for message in messages],
+        exchange=INBOUND_EXCHANGE,
+        headers={"x-batch": "b1"},
+    )
+
+    delivered = await drain(amqp, ROUTER_QUEUE, expect=50)
+    assert [InboundSMS.model_validate_json(d.body) for d in delivered] == messages
+    assert [d.message_id for d in delivered] == [m.message_id for m in messages]
+    assert {(d.headers["x-batch"], d.delivery_mode, d.content_type) for d in delivered} == {
+        ("b1", 2, "application/json")
+    }
+
+
+async def test_publish_many_fails_when_one_message_is_unroutable(
+    amqp: AbstractRobustConnection, publisher: Publisher
+) -> None:
+    routable, lost = inbound("ECHO routable"), inbound("ECHO lost")
+    with pytest.raises(PublishFailed, match="of 2 messages"):
+        await publisher.publish_many(
+            [(routable, inbound_key("sim")), (lost, "nowhere")], exchange=INBOUND_EXCHANGE
+        )
+
+    [delivered] = await drain(amqp, ROUTER_QUEUE, expect=1)
+    assert delivered.message_id == routable.message_id
+    assert await queue_length(amqp, ROUTER_QUEUE) == 0
+
+
 async def test_a_handled_message_is_acked(
     amqp: AbstractRobustConnection, publisher: Publisher
 ) -> None:

@@ -10,6 +10,7 @@ the worker's resume state: the phone number up to which every message is publish
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -71,9 +72,15 @@ def broadcast_message_id(broadcast: Broadcast, phone: str) -> str:
     A ULID with the broadcast's timestamp and a hash of (broadcast, phone): time-sortable like
     every message id, and deterministic, so a repeat is recognisable downstream.
     """
-    prefix = ULID.from_str(broadcast.broadcast_id).bytes[:6]
+    prefix = _timestamp_bytes(broadcast.broadcast_id)
     digest = hashlib.blake2b(f"{broadcast.broadcast_id}:{phone}".encode(), digest_size=10)
     return str(ULID.from_bytes(prefix + digest.digest()))
+
+
+@functools.lru_cache(maxsize=64)
+def _timestamp_bytes(broadcast_id: str) -> bytes:
+    """The timestamp part of a broadcast's ULID (parsed once per broadcast, not per message)."""
+    return ULID.from_str(broadcast_id).bytes[:6]
 
 
 class LeaseLost(Exception):

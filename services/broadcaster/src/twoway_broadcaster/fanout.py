@@ -1,9 +1,10 @@
 """Fanning one broadcast out: every subscriber of its event source gets one `bulk` OutboundSMS.
 
 The worker streams the subscribers from one cursor in phone-number order, a batch at a time
-(memory stays one batch, whatever the count), drops the numbers that opted out of the sending
+(memory stays two batches, whatever the count), drops the numbers that opted out of the sending
 short code (one query per batch), publishes the rest with publisher confirms, all of a batch at
 once, and then writes a checkpoint: the batch's last phone number, the counts, a renewed lease.
+The next batch and its opt-outs are read while one is published.
 
 Exactly once, also when a worker dies mid-batch. Each message is published to `sms.outbound`
 with a `BCC` to the broadcast's progress queue, so the broker puts it in `outbound.bulk` and in
@@ -30,9 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
 from datetime import timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
@@ -64,6 +65,8 @@ from twoway.topology import (
 from twoway_broadcaster.settings import BroadcasterSettings
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 
 class OptOuts(Protocol):
@@ -172,14 +175,12 @@ class FanOut:
                 await self._broadcasts.start(broadcast_id, self._worker, targeted)
                 log.info("broadcast_started", event_source=broadcast.event_source)
             template = _template(broadcast)
-            batches = self._subscriptions.recipients(
-                broadcast.event_source,
-                after=run.checkpoint,
-                batch_size=self._settings.batch_size,
-            )
+            batches = _read_ahead(self._checked_batches(broadcast, run.checkpoint))
             async with contextlib.aclosing(batches):
-                async for batch in batches:
-                    queued, skipped = await self._send(broadcast, template, batch, in_doubt)
+                async for batch, opted_out in batches:
+                    queued, skipped = await self._send(
+                        broadcast, template, batch, opted_out, in_doubt
+                    )
                     await self._broadcasts.checkpoint(
                         broadcast_id,
                         self._worker,
@@ -203,19 +204,31 @@ class FanOut:
         )
         return True
 
+    async def _checked_batches(
+        self, broadcast: Broadcast, checkpoint: str | None
+    ) -> AsyncGenerator[tuple[list[Recipient], set[str]], None]:
+        """The subscribers after `checkpoint`, a batch at a time, each with those of the batch
+        who opted out."""
+        batches = self._subscriptions.recipients(
+            broadcast.event_source, after=checkpoint, batch_size=self._settings.batch_size
+        )
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                yield batch, await self._opted_out(broadcast, batch)
+
     async def _send(
         self,
         broadcast: Broadcast,
         template: OutboundSMS,
         batch: list[Recipient],
+        opted_out: set[str],
         in_doubt: set[str],
     ) -> tuple[int, int]:
         """Publish one batch, waiting for every confirm; (queued, skipped as opted out)."""
-        opted_out = await self._opted_out(broadcast, batch)
         headers: dict[str, FieldValue] = {
             HEADER_BCC: [broadcast_progress_key(broadcast.broadcast_id)]
         }
-        publishes = []
+        messages: list[tuple[OutboundSMS, str]] = []
         skipped = 0
         for recipient in batch:
             if recipient.phone in in_doubt:
@@ -230,15 +243,8 @@ class FanOut:
                     "gateway_id": recipient.gateway_id or broadcast.gateway_id,
                 }
             )
-            publishes.append(
-                self._publisher.publish(
-                    message,
-                    exchange=OUTBOUND_EXCHANGE,
-                    routing_key=outbound_key(message.gateway_id, message.priority),
-                    headers=headers,
-                )
-            )
-        await asyncio.gather(*publishes)
+            messages.append((message, outbound_key(message.gateway_id, message.priority)))
+        await self._publisher.publish_many(messages, exchange=OUTBOUND_EXCHANGE, headers=headers)
         return len(batch) - skipped, skipped
 
     async def _opted_out(self, broadcast: Broadcast, batch: list[Recipient]) -> set[str]:
@@ -278,6 +284,20 @@ def _template(broadcast: Broadcast) -> OutboundSMS:
         priority="bulk",
         not_after=broadcast.not_after,
     )
+
+
+async def _read_ahead(items: AsyncGenerator[T, None]) -> AsyncGenerator[T, None]:
+    """`items`, reading the next one while the caller works on the current one (the next batch
+    comes from the database while this one is published)."""
+    ahead: asyncio.Task[T | None] = asyncio.ensure_future(anext(items, None))
+    try:
+        while (item := await ahead) is not None:
+            ahead = asyncio.ensure_future(anext(items, None))
+            yield item
+    finally:
+        ahead.cancel()
+        await asyncio.wait([ahead])  # a generator cannot be closed while it runs
+        await items.aclose()
 
 
 def _last_delivery(incoming: AbstractIncomingMessage) -> bool:
