@@ -136,11 +136,10 @@ class EventRecorder:
         await self.announce(*events)
 
     async def announce(self, *events: DeliveryEvent) -> None:
-        """Publish `events` without logging them (the log already has what they say)."""
-        for event in events:
-            await self._publisher.publish(
-                event,
-                exchange=EVENTS_EXCHANGE,
-                routing_key=event_key(event.status, event.adapter),
-                mandatory=False,
-            )
+        """Publish `events` without logging them (the log already has what they say), in
+        order, all in flight at once."""
+        await self._publisher.publish_many(
+            [(event, event_key(event.status, event.adapter)) for event in events],
+            exchange=EVENTS_EXCHANGE,
+            mandatory=False,
+        )
