@@ -74,6 +74,36 @@ async def test_replicas_sharing_the_count_never_exceed_a_window() -> None:
     assert sum(sent.values()) == 120
 
 
+class SlowWindows(Windows):
+    """A database whose first answer arrives after the window it was asked about ended."""
+
+    def __init__(self, clock: Clock, delay: float) -> None:
+        super().__init__()
+        self.clock, self.delay = clock, delay
+
+    async def find_one_and_update(
+        self, query: dict[str, Any], update: dict[str, Any], **options: Any
+    ) -> dict[str, Any]:
+        answer = await super().find_one_and_update(query, update, **options)
+        if self.calls == 1:
+            self.clock.now += self.delay
+        return answer
+
+
+async def test_a_lease_that_comes_back_after_its_window_is_not_spent_in_the_next() -> None:
+    clock = Clock(1000.9)
+    windows = SlowWindows(clock, delay=0.3)  # asked in window 1000, answered in 1001
+    rate = limiter(windows, clock, 10)
+    sent: Counter[int] = Counter()
+    for _ in range(12):
+        await rate.acquire(1)
+        sent[int(clock.now)] += 1
+
+    assert windows.used["g:1000"] >= 1  # the late lease counted where it was asked for
+    assert max(sent.values()) <= 10  # but nothing was sent on it in window 1001
+    assert sum(sent.values()) == 12
+
+
 @pytest.mark.parametrize(
     ("rate", "window", "capacity"),
     [(100, 1.0, 100), (2.5, 1.0, 2), (0.5, 2.0, 1), (0.1, 10.0, 1)],

@@ -11,6 +11,10 @@ inside the capacity is granted only that part. A replica asks for what its waiti
 and a slow database round trip does not throttle it below the limit. Segments leased and not
 spent before their window ends are lost: an idle replica wastes at most a chunk per window.
 
+A lease that comes back late (a slow database round trip) after its window ended is dropped,
+and the sends lease again in the new window: spent late, those segments would go out in the next
+window on top of its own capacity, over the gateway's limit by up to one window's worth.
+
 Within a replica the sends of one gateway queue for tokens in priority order: `reply` before
 `bulk`, then first come first served, so replies overtake a broadcast at the bottleneck.
 Clocks of replicas are assumed to agree to well within a window (NTP).
@@ -112,7 +116,10 @@ class RateLimiter:
                     self._tokens, self._tokens_window = 0, window
                 if self._tokens == 0:
                     wanted = min(max(self._waiting, self._chunk), self.capacity)
-                    self._tokens = await self._lease(window, wanted)
+                    granted = await self._lease(window, wanted)
+                    if math.floor(self._clock() / self.window) != window:
+                        continue  # too late to spend: see "A lease that comes back late"
+                    self._tokens = granted
                     if self._tokens == 0:
                         await self._sleep(max(0.0, (window + 1) * self.window - self._clock()))
                         continue
