@@ -22,7 +22,7 @@ from twoway.broker import Publisher
 from twoway.message_log import LOG_COLLECTION, MessageLog
 from twoway.messages import Envelope, OutboundSMS, utc_now
 from twoway.storage import Document
-from twoway.topology import OUTBOUND_EXCHANGE
+from twoway.topology import HEADER_REPEAT, OUTBOUND_EXCHANGE
 from twoway_api.app import create_app
 from twoway_api.messages import (
     ACCEPTED,
@@ -195,18 +195,21 @@ async def test_a_stale_claim_whose_message_outbound_logged_is_not_sent_again(
     assert await world.key_state() == ACCEPTED
 
 
-async def test_a_stale_claim_published_but_not_yet_logged_is_sent_again_with_its_id(
+async def test_a_stale_claim_published_but_not_yet_logged_is_sent_again_marked_a_repeat(
     world: World,
 ) -> None:
     """The case the api cannot tell apart from a request that died before its publish (see
-    twoway_api.messages): the copy carries the same message id, for outbound's ledger."""
+    twoway_api.messages): the copy carries the same message id and `HEADER_REPEAT`, for
+    outbound to look it up before sending (tests/integration/test_outbound.py)."""
     first, _, message = await world.first_request(publish_first=True)
     await world.kill(first, ago=timedelta(hours=1))
 
     status, _, body = await world.post()
 
     assert (status, body["message_id"]) == (202, message.message_id)
-    assert [sent.message_id for sent in await world.sent()] == [message.message_id] * 2
+    published = await drain(world.amqp, world.sent_queue, expect=2)
+    assert [copy.message_id for copy in published] == [message.message_id] * 2
+    assert [HEADER_REPEAT in copy.headers for copy in published] == [False, True]
 
 
 async def test_a_claim_that_stays_fresh_past_the_wait_is_409_and_sends_nothing(

@@ -31,6 +31,7 @@ from twoway.messages import DeliveryEvent, OutboundSMS
 from twoway.storage import Document
 from twoway.topology import (
     EVENTS_EXCHANGE,
+    HEADER_REPEAT,
     OUTBOUND_EXCHANGE,
     OUTBOUND_QUEUE,
     RETRY_JITTER,
@@ -338,40 +339,84 @@ async def test_bulk_messages_have_their_own_queue(
     )
 
 
-async def test_a_redelivered_message_that_was_sent_is_not_sent_again(
-    gateway: tuple[FakeGateway, str],
-    make_settings: Callable[..., Any],
-    amqp: AbstractRobustConnection,
-    tmp_path: Path,
-) -> None:
-    fake, url = gateway
+def fake_only(url: str, make_settings: Callable[..., Any], tmp_path: Path) -> OutboundSettings:
+    """Settings of an outbound process whose only gateway is the fake one at `url`."""
     config = tmp_path / "gateways.yaml"
     config.write_text(
         "default_gateway: fake\ngateways:\n"
         f"  - {{id: fake, type: mobilefirst-http, url: '{url}/send'}}\n"
     )
-    settings = make_settings(OutboundSettings, gateways_file=config)
+    settings: OutboundSettings = make_settings(OutboundSettings, gateways_file=config)
+    return settings
+
+
+@pytest.mark.parametrize("copy", ["redelivered", "marked-repeat"])
+async def test_a_copy_of_a_message_another_process_sent_is_not_sent_again(
+    gateway: tuple[FakeGateway, str],
+    make_settings: Callable[..., Any],
+    amqp: AbstractRobustConnection,
+    tmp_path: Path,
+    copy: str,
+) -> None:
+    """A copy that may repeat a send: RabbitMQ's redelivery after a consumer died unacked, or
+    the api's re-publish after a stale Idempotency-Key (`HEADER_REPEAT`)."""
+    fake, url = gateway
+    settings = fake_only(url, make_settings, tmp_path)
     publisher = await Publisher.open(amqp, confirm_timeout=5)
     await declare_exchanges(publisher.channel)
     message = OutboundSMS(to="+15551234567", text="once")
     async with serving(create_app(settings)):
         await publisher.publish(message, exchange=OUTBOUND_EXCHANGE, routing_key="outbound.fake")
         await wait_for(lambda: len(fake.requests) == 1)
-        await asyncio.sleep(0.2)  # the ack after the ledger write
-    # The same message again, delivered once without an ack: RabbitMQ flags it redelivered.
-    await publisher.publish(message, exchange=OUTBOUND_EXCHANGE, routing_key="outbound.fake")
-    channel = await amqp.channel()
-    queue = await channel.get_queue(OUTBOUND_QUEUE)
-    taken = await queue.get(no_ack=False, timeout=5)
-    assert taken.message_id == message.message_id
-    await channel.close()  # unacked: back to the queue, redelivered
-    log_queue = await publisher.channel.declare_queue("test.outbound.redelivery", exclusive=True)
+        await asyncio.sleep(0.2)  # the ack after the log write
+    headers = {HEADER_REPEAT: True} if copy == "marked-repeat" else None
+    await publisher.publish(
+        message, exchange=OUTBOUND_EXCHANGE, routing_key="outbound.fake", headers=headers
+    )
+    if copy == "redelivered":  # delivered once without an ack: RabbitMQ flags it redelivered
+        channel = await amqp.channel()
+        queue = await channel.get_queue(OUTBOUND_QUEUE)
+        taken = await queue.get(no_ack=False, timeout=5)
+        assert taken.message_id == message.message_id
+        await channel.close()
+    log_queue = await publisher.channel.declare_queue("test.outbound.copy", exclusive=True)
     await log_queue.bind(EVENTS_EXCHANGE, routing_key="#")
     async with serving(create_app(settings)):  # a fresh process: nothing in memory
-        [sent] = await drain(amqp, "test.outbound.redelivery", expect=1)
+        [sent] = await drain(amqp, "test.outbound.copy", expect=1)
     event = DeliveryEvent.model_validate_json(sent.body)
     assert (event.status, event.detail) == ("sent", "already sent; not sent again")
     assert len(fake.requests) == 1
+    await publisher.channel.close()
+
+
+async def test_two_copies_queued_while_outbound_was_down_are_sent_once(
+    gateway: tuple[FakeGateway, str],
+    make_settings: Callable[..., Any],
+    amqp: AbstractRobustConnection,
+    mongo_db: AsyncDatabase[Document],
+    tmp_path: Path,
+) -> None:
+    """Both copies arrive at once (prefetch): the repeat waits for the original, then finds it
+    sent."""
+    fake, url = gateway
+    fake.delay = 0.3  # the original is still at the gateway when the repeat is delivered
+    settings = fake_only(url, make_settings, tmp_path)
+    publisher = await Publisher.open(amqp, confirm_timeout=5)
+    await declare_exchanges(publisher.channel)
+    message = OutboundSMS(to="+15551234567", text="once")
+    async with serving(create_app(settings)):
+        pass  # it declares its queues; then outbound is down
+    for headers in (None, {HEADER_REPEAT: True}):
+        await publisher.publish(
+            message, exchange=OUTBOUND_EXCHANGE, routing_key="outbound.fake", headers=headers
+        )
+    async with serving(create_app(settings)):
+        await wait_for(lambda: len(fake.requests) == 1)
+        await asyncio.sleep(0.8)
+    assert len(fake.requests) == 1
+    record = await MessageLog(mongo_db[LOG_COLLECTION]).get(message.message_id)
+    assert record is not None
+    assert [entry["status"] for entry in record.history] == ["accepted", "sent"]
     await publisher.channel.close()
 
 

@@ -53,6 +53,10 @@ HEADER_PARTS_SENT = "twoway-parts-sent"
 """On an outbound retry: how many parts (one request each) earlier attempts already sent."""
 HEADER_CONVERSATION = "twoway-conversation"
 """Set by the router on an SMS that answers an open conversation: that question's message id."""
+HEADER_REPEAT = "twoway-repeat"
+"""On an OutboundSMS published again with the same id by a publisher that cannot tell whether its
+first publish reached the broker (the api taking over a stale Idempotency-Key): outbound looks
+the message up in the log before sending it, as for a redelivery."""
 HEADER_RETRY_DUE = "twoway-retry-due"
 """On a message parked for a wait longer than its delay queue's: when the wait ends (Unix time in
 milliseconds). Until then the consumer parks it again instead of handling it."""

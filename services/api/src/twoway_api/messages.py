@@ -18,10 +18,12 @@ stays `pending` past `stale_after` and the next duplicate takes it over. The win
 died before or after its publish, which the key cannot tell, so the taker first looks for the
 message in the message log: anything outbound logged of it (accepted, sent, failed, ...) shows
 it was published, and the key is marked `accepted` without publishing again. Otherwise it
-publishes the very same message (same id). What this leaves open: when the winner published
-and died, and outbound has still not logged the message `stale_after` later (outbound down or
-far behind), the taker publishes it again, with the same id for outbound to recognise. Keys are
-forgotten `idempotency_key_retention_seconds` after their first use.
+publishes the very same message (same id), marked `HEADER_REPEAT`: outbound looks a marked copy
+up in the message log before sending it, and handles copies of one id one after the other, so
+when the winner had published and died while outbound was down or far behind, the copy that
+comes second is not sent. What this leaves open: two replicas of outbound handling both copies
+at the same moment (see `twoway_outbound.ledger`). Keys are forgotten
+`idempotency_key_retention_seconds` after their first use.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from twoway.messages import OutboundSMS, utc_now
 from twoway.phone import InvalidPhoneNumber, normalise_phone
 from twoway.service import MONGO_DB, PUBLISHER, CleanupContext
 from twoway.storage import Document
-from twoway.topology import OUTBOUND_EXCHANGE, outbound_key
+from twoway.topology import HEADER_REPEAT, OUTBOUND_EXCHANGE, outbound_key
 from twoway_api.delivery import MESSAGE_LOG
 from twoway_api.operations import ErrorBody, Operation, Response, json_model_response, parse_body
 from twoway_api.schemas import Request
@@ -142,6 +144,8 @@ class Claim:
 
     message: OutboundSMS
     claimed_at: datetime
+    taken_over: bool = False
+    """Taken over from a request that died: its publish may have reached the broker."""
 
 
 class Outbox:
@@ -233,7 +237,7 @@ class Outbox:
             )
             return None, {**abandoned, "state": ACCEPTED}
         log.warning("idempotency_key_taken_over", message_id=message_id, published=False)
-        return Claim(OutboundSMS.model_validate(abandoned["message"]), now), None
+        return Claim(OutboundSMS.model_validate(abandoned["message"]), now, taken_over=True), None
 
     async def _publish(self, key: str, claim: Claim) -> None:
         message = claim.message
@@ -242,6 +246,7 @@ class Outbox:
                 message,
                 exchange=OUTBOUND_EXCHANGE,
                 routing_key=outbound_key(message.gateway_id, message.priority),
+                headers={HEADER_REPEAT: True} if claim.taken_over else None,
             )
         except PublishFailed:
             # Release the key (unless taken over meanwhile): the client's retry may send.

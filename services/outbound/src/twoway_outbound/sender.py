@@ -35,9 +35,11 @@ from twoway.gateways.encoding import SegmentedText, prepare
 from twoway.gateways.results import SendResult
 from twoway.message_log import EventRecorder
 from twoway.messages import DeliveryEvent, OutboundSMS, utc_now
+from twoway.ordering import KeyedSequencer
 from twoway.topology import (
     HEADER_ATTEMPT,
     HEADER_PARTS_SENT,
+    HEADER_REPEAT,
     HEADER_RETRY_DUE,
     delay_queue_for,
     retry_queue,
@@ -74,8 +76,14 @@ class Sender:
         self._ledger = ledger
         self._limiters = limiters
         self._retries = retries
+        self._copies = KeyedSequencer()
 
     async def handle(self, message: OutboundSMS, incoming: AbstractIncomingMessage) -> None:
+        """Handle `message`; copies of one message id, one after the other (see the ledger)."""
+        async with self._copies.hold(message.message_id):
+            await self._handle(message, incoming)
+
+    async def _handle(self, message: OutboundSMS, incoming: AbstractIncomingMessage) -> None:
         gateway = self._gateways.get(message.gateway_id)
         if gateway is None:
             await self._events.record(
@@ -92,7 +100,8 @@ class Sender:
         if due is not None and due > now:  # back early from a wait longer than any delay queue
             await self._park(incoming, (due - now).total_seconds(), due)
             return
-        sent = await self._ledger.find(message.message_id, redelivered=bool(incoming.redelivered))
+        may_repeat = bool(incoming.redelivered) or HEADER_REPEAT in incoming.headers
+        sent = await self._ledger.find(message.message_id, may_repeat=may_repeat)
         if sent is not None:
             log.info("outbound_already_sent", gateway_id=sent.gateway_id)
             detail = "already sent; not sent again"
