@@ -166,20 +166,21 @@ class Publisher:
             async with asyncio.timeout(self._timeout):  # also while a lost connection is back
                 # aiormq's abstract channel lacks `wait`, which its only implementation has.
                 channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
-                outcomes = await asyncio.gather(
-                    *(
-                        channel.basic_publish(
-                            body,
-                            exchange=exchange,
-                            routing_key=routing_key,
-                            properties=properties,
-                            mandatory=mandatory,
-                            wait=False,
-                        )
-                        for body, routing_key, properties in frames
-                    ),
-                    return_exceptions=True,
-                )
+                sends = [
+                    channel.basic_publish(
+                        body,
+                        exchange=exchange,
+                        routing_key=routing_key,
+                        properties=properties,
+                        mandatory=mandatory,
+                        wait=False,
+                    )
+                    for body, routing_key, properties in frames
+                ]
+                if len(sends) == 1:  # the common case: no task to wrap it in
+                    await sends[0]
+                    return
+                outcomes = await asyncio.gather(*sends, return_exceptions=True)
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     raise outcome

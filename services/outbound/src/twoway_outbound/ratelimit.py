@@ -111,13 +111,13 @@ class RateLimiter:
             raise
         try:
             while needed > 0:
-                window = math.floor(self._clock() / self.window)
+                window = self._current_window()
                 if window != self._tokens_window:
                     self._tokens, self._tokens_window = 0, window
                 if self._tokens == 0:
                     wanted = min(max(self._waiting, self._chunk), self.capacity)
                     granted = await self._lease(window, wanted)
-                    if math.floor(self._clock() / self.window) != window:
+                    if self._current_window() != window:
                         continue  # too late to spend: see "A lease that comes back late"
                     self._tokens = granted
                     if self._tokens == 0:
@@ -130,6 +130,9 @@ class RateLimiter:
         finally:
             self._waiting -= needed
             self._turns.give()
+
+    def _current_window(self) -> int:
+        return math.floor(self._clock() / self.window)
 
     async def _lease(self, window: int, wanted: int) -> int:
         """Take up to `wanted` segments of `window` from the shared count; how many we got."""
