@@ -14,10 +14,17 @@ MESSAGE_ID = "01JDQ6R5Z8X0M4N3K2P1Q0R9S8"
 REFERENCE = f"{MESSAGE_ID}:bank"
 PUBLIC = "https://sms.example.com"
 REGION = "US"
+OWN_NUMBERS = ["12345", "+15017122661", "+447700900000", "+385921004026"]
+"""The short code and numbers the dialects' documented payloads send MO to."""
 
 
 def gateway(type_: str, **fields: Any) -> GatewayConfig:
-    values: dict[str, Any] = {"id": type_, "type": type_, "url": "https://gw.example.com"}
+    values: dict[str, Any] = {
+        "id": type_,
+        "type": type_,
+        "url": "https://gw.example.com",
+        "own_numbers": OWN_NUMBERS,
+    }
     return GatewayConfig.model_validate({**values, **fields})
 
 

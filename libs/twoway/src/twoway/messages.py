@@ -32,10 +32,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+MAX_KEYWORD_LENGTH = 32
+"""Longer first words are cut: a keyword is short, and it travels in logs and headers."""
+
+
 def derive_keyword(text: str) -> str:
-    """The keyword of an SMS: its first word, upper-cased ("" for an empty text)."""
+    """The keyword of an SMS: its first word, upper-cased, at most `MAX_KEYWORD_LENGTH`
+    characters ("" for an empty text)."""
     words = text.split(maxsplit=1)
-    return words[0].upper() if words else ""
+    return words[0][:MAX_KEYWORD_LENGTH].upper() if words else ""
 
 
 class Envelope(BaseModel):

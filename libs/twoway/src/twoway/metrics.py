@@ -17,6 +17,11 @@ DEAD_LETTERS = Counter(
 INBOUND_RECEIVED = Counter(
     "twoway_inbound_received_total", "Inbound SMS accepted by ingress", ["gateway"]
 )
+OPEN_GATEWAY_POSTS = Counter(
+    "twoway_ingress_open_posts_total",
+    "Posts accepted from a gateway configured `open: true` (no authenticity check)",
+    ["gateway"],
+)
 INBOUND_REFUSED = Counter(
     "twoway_inbound_refused_total", "Inbound posts refused by ingress", ["status"]
 )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from typing import Literal
 
 import phonenumbers
 
@@ -45,3 +47,75 @@ def mask_phone(number: str) -> str:
 def mask_phones_in(text: str) -> str:
     """Every phone number in `text` masked (see `_PHONE_LIKE`): none ever reaches a log."""
     return _PHONE_LIKE.sub(lambda match: mask_phone(match.group(0)), text)
+
+
+NumberFormat = Literal["auto", "e164", "international", "national"]
+"""How a gateway writes phone numbers: `e164` (`+447700900123`), `international` (the country
+code without `+`: `447700900123`, as Kannel's SMSCs, Vonage and Infobip send them), `national`
+(in the gateway's region: `07700 900123`), or `auto` (see `parse_gateway_number`)."""
+
+MAX_NUMBER_LENGTH = 32
+"""The longest number field we read: E.164 has at most 15 digits, so longer is never a number."""
+
+
+def _possible(parsed: phonenumbers.PhoneNumber, raw: str) -> str:
+    if not phonenumbers.is_possible_number(parsed):
+        raise InvalidPhoneNumber(f"{mask_phone(raw)!r} is not a possible phone number")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _parsed(raw: str, region: str | None) -> phonenumbers.PhoneNumber:
+    try:
+        return phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException as error:
+        raise InvalidPhoneNumber(f"{mask_phone(raw)!r} is not a phone number: {error}") from error
+
+
+def parse_gateway_number(raw: str, number_format: NumberFormat, region: str) -> str:
+    """A number as a gateway wrote it, in E.164; `InvalidPhoneNumber` when it is not one.
+
+    `auto` tries, in order: a `+` or `00` prefix (international); a number valid in `region`; a
+    valid number read as international digits; then the same two readings merely possible (the
+    right length: numbers of ranges newer than the metadata, or reserved for fiction). Explicit
+    formats need only a possible number, since the gateway said how to read it."""
+    number = raw.strip()
+    if len(number) > MAX_NUMBER_LENGTH:
+        raise InvalidPhoneNumber(f"longer than {MAX_NUMBER_LENGTH} characters")
+    if number_format == "national":
+        return _possible(_parsed(number, region.upper()), number)
+    if number_format == "international":
+        return _possible(_parsed("+" + number.removeprefix("+"), None), number)
+    if number_format == "e164" or number.startswith("+"):
+        return _possible(_parsed(number, None), number)
+    if number.startswith("00"):
+        return _possible(_parsed("+" + number[2:], None), number)
+    readings = []
+    for candidate, candidate_region in ((number, region.upper()), ("+" + number, None)):
+        with contextlib.suppress(phonenumbers.NumberParseException):
+            readings.append(phonenumbers.parse(candidate, candidate_region))
+    for accept in (phonenumbers.is_valid_number, phonenumbers.is_possible_number):
+        for parsed in readings:
+            if accept(parsed):
+                return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    raise InvalidPhoneNumber(
+        f"{mask_phone(number)!r} is neither a number of region {region.upper()} nor an "
+        "international number (write it with + and the country code)"
+    )
+
+
+def format_for_gateway(number: str, number_format: NumberFormat, region: str) -> str:
+    """An E.164 `number` as the gateway expects it; anything else (a short code, an
+    alphanumeric sender id) as it is. `national` applies to numbers of `region` only: a gateway
+    that takes national numbers reaches no other country, so a foreign number stays E.164."""
+    if not number.startswith("+") or number_format in ("e164", "auto"):
+        return number
+    if number_format == "international":
+        return number[1:]
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return number
+    if phonenumbers.region_code_for_number(parsed) != region.upper():
+        return number
+    national = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL)
+    return "".join(character for character in national if character.isdigit())

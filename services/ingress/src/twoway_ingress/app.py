@@ -2,67 +2,65 @@
 
 from __future__ import annotations
 
-import structlog
 from aiohttp import web
 
-from twoway import metrics
-from twoway.broker import PublishFailed
 from twoway.gateways.config import GatewaysConfig, load_gateways
-from twoway.logs import bound_message_ids
 from twoway.messages import InboundSMS
-from twoway.service import PUBLISHER, amqp_context, create_base_app, mongo_context
-from twoway.topology import INBOUND_EXCHANGE, inbound_key
-from twoway_ingress.errors import error_response, json_errors
-from twoway_ingress.gateways import add_gateway_routes, message_log_context
+from twoway.service import amqp_context, create_base_app, mongo_context
+from twoway_ingress.errors import InvalidRequest, json_errors
+from twoway_ingress.gateways import (
+    Gateway,
+    accept_inbound,
+    add_gateway_routes,
+    message_log_context,
+)
 from twoway_ingress.long_messages import long_messages_context
-from twoway_ingress.receive import inbound_from_fields, request_fields
 from twoway_ingress.settings import IngressSettings
 from twoway_ingress.subscribe import subscribe_sms, subscriptions_context
 
-log = structlog.get_logger(__name__)
 
 SETTINGS = web.AppKey("ingress_settings", IngressSettings)
 GATEWAYS = web.AppKey("gateways", GatewaysConfig)
 
 
-async def publish_inbound(request: web.Request, message: InboundSMS) -> web.Response:
-    """Publish `message` and answer 202 once confirmed, or 503 (the gateway retries)."""
-    settings = request.app[SETTINGS]
-    with bound_message_ids(message):
-        try:
-            await request.app[PUBLISHER].publish(
-                message, exchange=INBOUND_EXCHANGE, routing_key=inbound_key(message.gateway_id)
-            )
-        except PublishFailed as error:
-            log.error("inbound_not_accepted", error=str(error))
-            return error_response(
-                503,
-                "broker_unavailable",
-                "the message could not be queued; retry later",
-                headers={"Retry-After": str(settings.retry_after_seconds)},
-            )
-        metrics.INBOUND_RECEIVED.labels(gateway=message.gateway_id).inc()
-        log.info("inbound_accepted", gateway_id=message.gateway_id, sender=message.sender)
+def _accepted_answer(gateway: Gateway, messages: list[InboundSMS]) -> web.Response:
+    [message] = messages
     return web.json_response({"status": "accepted", "message_id": message.message_id}, status=202)
 
 
 async def receive_sms(request: web.Request) -> web.Response:
     """`GET|POST /receiveSMS` (MobileFirst): `from`, `text`, optional `to` and `keyword`.
 
-    MobileFirst had one gateway; posts here come from the default gateway of the gateways file,
-    which is also where replies go.
+    The MO of gateway `TWOWAY_RECEIVE_GATEWAY` (a `mobilefirst-http` gateway, whose checks and
+    parameter names apply), answered 202 with the message id once the broker has it.
     """
-    settings = request.app[SETTINGS]
-    fields = await request_fields(request)
-    gateway_id = request.app[GATEWAYS].default_gateway
-    message = inbound_from_fields(fields, gateway_id, settings.default_region)
-    return await publish_inbound(request, message)
+    gateway_id = request.app[SETTINGS].receive_gateway
+    if gateway_id is None:
+        raise InvalidRequest(
+            404,
+            "not_enabled",
+            "/receiveSMS belongs to no gateway: set TWOWAY_RECEIVE_GATEWAY to a mobilefirst-http "
+            "gateway (or post to /gateways/<id>/inbound)",
+        )
+    return await accept_inbound(request, gateway_id, _accepted_answer)
+
+
+def _check_receive_gateway(settings: IngressSettings, gateways: GatewaysConfig) -> None:
+    if settings.receive_gateway is None:
+        return
+    gateway = gateways.get(settings.receive_gateway)
+    if gateway is None or gateway.type != "mobilefirst-http":
+        raise ValueError(
+            f"TWOWAY_RECEIVE_GATEWAY={settings.receive_gateway!r} must name a mobilefirst-http "
+            "gateway of the gateways file"
+        )
 
 
 def create_app(settings: IngressSettings) -> web.Application:
     app = create_base_app(middlewares=[json_errors], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[GATEWAYS] = load_gateways(settings.gateways_file)
+    _check_receive_gateway(settings, app[GATEWAYS])
     app.cleanup_ctx.append(amqp_context(settings, "ingress"))
     # Readiness is the broker's alone: /receiveSMS and the gateway endpoints (the MO path) need
     # only the broker, so ingress keeps accepting MO while MongoDB is down rather than leaving

@@ -34,7 +34,7 @@ from twoway.gateways import DIALECTS, Dialect
 from twoway.gateways.authenticity import check_configuration, refusal
 from twoway.gateways.base import InvalidWebhook, WebhookAnswer, WebhookRequest
 from twoway.gateways.config import GatewayConfig, GatewaysConfig, GatewaySecrets
-from twoway.gateways.parts import InvalidPart, MessagePart, part_reader
+from twoway.gateways.parts import MessagePart, part_reader
 from twoway.logs import bound_message_ids
 from twoway.message_log import LOG_COLLECTION, MessageLog
 from twoway.messages import DeliveryEvent, Envelope, InboundSMS
@@ -47,6 +47,7 @@ from twoway_ingress.settings import IngressSettings
 log = structlog.get_logger(__name__)
 
 FORM_TYPE = "application/x-www-form-urlencoded"
+MULTIPART_TYPE = "multipart/form-data"
 
 T = TypeVar("T")
 
@@ -112,9 +113,17 @@ def public_url(request: web.Request, proxies: Sequence[Network]) -> str:
 
 
 async def read_webhook(request: web.Request, proxies: Sequence[Network]) -> WebhookRequest:
-    body = await request.read() if request.body_exists else b""
+    """The post as a dialect reads it. A multipart form (MobileFirst gateways may send one) keeps
+    its text fields; its raw body is not kept, since no gateway signs one."""
     charset = request.charset or "utf-8"
     form: tuple[tuple[str, str], ...] = ()
+    body = b""
+    if request.content_type == MULTIPART_TYPE:
+        with refusing_malformed_bodies():
+            parts = await request.post()
+        form = tuple((key, value) for key, value in parts.items() if isinstance(value, str))
+    elif request.body_exists:
+        body = await request.read()
     if request.content_type == FORM_TYPE and body:
         with refusing_malformed_bodies():
             form = tuple(parse_qsl(body.decode(charset), keep_blank_values=True))
@@ -131,10 +140,9 @@ async def read_webhook(request: web.Request, proxies: Sequence[Network]) -> Webh
     )
 
 
-async def _accept(request: web.Request) -> tuple[Gateway, WebhookRequest]:
+async def _accept(request: web.Request, gateway_id: str) -> tuple[Gateway, WebhookRequest]:
     """The gateway and its post, authenticated; 404 or 403 otherwise."""
     endpoints = request.app[ENDPOINTS]
-    gateway_id = request.match_info["gateway_id"]
     gateway = endpoints.gateways.get(gateway_id)
     if gateway is None:
         raise InvalidRequest(404, "unknown_gateway", f"no gateway {gateway_id!r} is configured")
@@ -145,6 +153,8 @@ async def _accept(request: web.Request) -> tuple[Gateway, WebhookRequest]:
             "gateway_post_refused", gateway_id=gateway_id, reason=reason, remote=webhook.remote
         )
         raise InvalidRequest(403, "forbidden", "this post is not from the gateway")
+    if gateway.config.inbound.open:
+        metrics.OPEN_GATEWAY_POSTS.labels(gateway=gateway_id).inc()
     token_param = gateway.config.inbound.token_param
     if gateway.secrets.inbound_token is not None:
         webhook = replace(webhook, query=tuple(p for p in webhook.query if p[0] != token_param))
@@ -180,8 +190,7 @@ def _parsed(parse: Callable[[], T]) -> T:
     try:
         return parse()
     except InvalidWebhook as error:
-        field = error.field if isinstance(error, InvalidPart) else None
-        raise InvalidRequest(error.status, error.code, str(error), field) from error
+        raise InvalidRequest(error.status, error.code, str(error), error.field) from error
 
 
 def _retry_later(request: web.Request, code: str, message: str) -> web.Response:
@@ -231,8 +240,13 @@ async def _inbound_part(
     return _respond(gateway.dialect.answer("inbound"))
 
 
-async def gateway_inbound(request: web.Request) -> web.Response:
-    gateway, webhook = await _accept(request)
+async def accept_inbound(
+    request: web.Request,
+    gateway_id: str,
+    answer: Callable[[Gateway, list[InboundSMS]], web.Response],
+) -> web.Response:
+    """An MO post from gateway `gateway_id`: authenticated, parsed, published; then `answer`."""
+    gateway, webhook = await _accept(request, gateway_id)
     region = request.app[ENDPOINTS].settings.default_region
     messages: list[InboundSMS] = _parsed(
         lambda: gateway.dialect.parse_inbound(gateway.config, webhook, region)
@@ -248,11 +262,19 @@ async def gateway_inbound(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     _accepted(messages)
+    return answer(gateway, messages)
+
+
+def _dialect_answer(gateway: Gateway, messages: list[InboundSMS]) -> web.Response:
     return _respond(gateway.dialect.answer("inbound"))
 
 
+async def gateway_inbound(request: web.Request) -> web.Response:
+    return await accept_inbound(request, request.match_info["gateway_id"], _dialect_answer)
+
+
 async def gateway_status(request: web.Request) -> web.Response:
-    gateway, webhook = await _accept(request)
+    gateway, webhook = await _accept(request, request.match_info["gateway_id"])
     events: list[DeliveryEvent] = _parsed(
         lambda: gateway.dialect.parse_status(gateway.config, webhook)
     )
@@ -289,6 +311,12 @@ def add_gateway_routes(
     for config in gateways.gateways:
         dialect = DIALECTS[config.type]
         check_configuration(config, dialect)
+        if config.inbound.open:
+            log.warning(
+                "gateway_open",
+                gateway_id=config.id,
+                note="anyone who reaches ingress may post as this gateway (inbound: open: true)",
+            )
         configured[config.id] = Gateway(config, dialect, secrets[config.id])
     proxies = tuple(ip_network(network) for network in settings.trusted_proxies)
     app[ENDPOINTS] = GatewayEndpoints(configured, settings, proxies)

@@ -16,6 +16,11 @@ class IngressSettings(TwowaySettings):
         ge=60,
         description="How long the parts of a long SMS posted part by part wait for the rest",
     )
+    receive_gateway: str | None = Field(
+        default=None,
+        description="The mobilefirst-http gateway whose MO /receiveSMS takes; None: /receiveSMS "
+        "answers 404",
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="Proxy networks whose X-Forwarded-For names the client (gateway allow-lists)",

@@ -15,16 +15,31 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, get_args
 from urllib.parse import urlencode
 
 from twoway.gateways.config import GatewayConfig, GatewaySecrets
-from twoway.messages import DeliveryEvent, DeliveryStatus, InboundSMS, OutboundSMS
-from twoway.phone import InvalidPhoneNumber, normalise_phone
+from twoway.gateways.encoding import segment
+from twoway.messages import (
+    MAX_KEYWORD_LENGTH,
+    DeliveryEvent,
+    DeliveryStatus,
+    InboundSMS,
+    OutboundSMS,
+)
+from twoway.phone import (
+    InvalidPhoneNumber,
+    format_for_gateway,
+    mask_phone,
+    parse_gateway_number,
+)
 
 Pairs = tuple[tuple[str, str], ...]
+
+JSON_TYPES = frozenset({"application/json", "text/json"})
 
 DELIVERY_STATUSES: dict[str, DeliveryStatus] = {
     status: status for status in get_args(DeliveryStatus)
@@ -32,12 +47,21 @@ DELIVERY_STATUSES: dict[str, DeliveryStatus] = {
 
 
 class InvalidWebhook(ValueError):
-    """A gateway's post we cannot understand (ingress answers 400 or 422 with `code`)."""
+    """A gateway's post we cannot understand (ingress answers `status`, 400 or 422 by default,
+    with `code` and the `field` at fault when there is one)."""
 
-    def __init__(self, message: str, *, code: str = "invalid_field", status: int = 422) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "invalid_field",
+        status: int = 422,
+        field: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.status = status
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -105,6 +129,10 @@ class WebhookRequest:
     def json_object(self) -> dict[str, Any]:
         try:
             document = json.loads(self.body)
+        except RecursionError as error:
+            raise InvalidWebhook(
+                "the JSON body is nested too deeply", code="invalid_json", status=400
+            ) from error
         except ValueError as error:
             raise InvalidWebhook(
                 f"the body is not valid JSON: {error}", code="invalid_json", status=400
@@ -171,11 +199,22 @@ def status_url(
     return f"{base}{'&' if '?' in base else '?'}{reference}{extra}"
 
 
+def addresses(gateway: GatewayConfig, message: OutboundSMS) -> tuple[str, str | None]:
+    """(to, from) of `message` written as the gateway writes numbers; from is the message's
+    sender or the gateway's default sender (None: the gateway's own default)."""
+    region = gateway.region or ""
+    sender = message.from_ or gateway.default_sender
+    return (
+        format_for_gateway(message.to, gateway.numbers, region),
+        format_for_gateway(sender, gateway.numbers, region) if sender else None,
+    )
+
+
 def require(values: Mapping[str, Any], name: str) -> str:
     """A required, non-empty field as a string; `InvalidWebhook` naming it otherwise."""
     value = values.get(name)
     if value is None or value == "":
-        raise InvalidWebhook(f"{name} is required", code="missing_field")
+        raise InvalidWebhook(f"{name} is required", code="missing_field", field=name)
     return str(value)
 
 
@@ -194,6 +233,72 @@ def string_params(values: Mapping[str, Any], skip: Sequence[str] = ()) -> dict[s
     return params
 
 
+MAX_TEXT_CHARACTERS_PER_SEGMENT = 160
+MAX_GATEWAY_MESSAGE_ID_LENGTH = 128
+MAX_PARAMS = 50
+MAX_PARAM_NAME_LENGTH = 64
+MAX_PARAM_VALUE_LENGTH = 1024
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+"""C0 and C1 control characters but tab and newline: stripped from everything an MO carries (a
+carriage return too, so that CRLF line ends become newlines). None reaches a handler, a log line,
+an AMQP header or a database key."""
+
+
+def clean(value: str, name: str) -> str:
+    """`value` without control characters; `InvalidWebhook` naming `name` when it is not Unicode
+    text (a lone surrogate from a JSON `\\ud800` cannot be encoded, stored or sent)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidWebhook(
+            f"{name} is not valid Unicode text ({error.reason})", code="invalid_text", field=name
+        ) from error
+    return _CONTROL_CHARACTERS.sub("", value)
+
+
+def _bounded(value: str, name: str, most: int) -> str:
+    if len(value) > most:
+        raise InvalidWebhook(
+            f"{name} is longer than {most} characters", code="too_long", field=name
+        )
+    return value
+
+
+def _clean_text(gateway: GatewayConfig, text: str, name: str) -> str:
+    """The MO text, cleaned, and no longer than the gateway's `max_segments`."""
+    # The length first: a hostile 64 KB text is refused before any work is spent on it.
+    _bounded(text, name, gateway.max_segments * MAX_TEXT_CHARACTERS_PER_SEGMENT)
+    cleaned = clean(text, name)
+    if segment(cleaned).count > gateway.max_segments:
+        raise InvalidWebhook(
+            f"{name} is longer than {gateway.max_segments} SMS segments",
+            code="too_long",
+            field=name,
+        )
+    return cleaned
+
+
+def _clean_params(params: Mapping[str, str]) -> dict[str, str]:
+    if len(params) > MAX_PARAMS:
+        raise InvalidWebhook(f"more than {MAX_PARAMS} parameters", code="too_many_parameters")
+    cleaned: dict[str, str] = {}
+    for name, value in params.items():
+        key = clean(_bounded(name, "parameter name", MAX_PARAM_NAME_LENGTH), "parameter name")
+        if key:
+            cleaned[key] = clean(_bounded(value, key, MAX_PARAM_VALUE_LENGTH), key)
+    return cleaned
+
+
+@dataclass(frozen=True)
+class FieldNames:
+    """What a gateway calls the sender, recipient and text of an MO (named in our 4xx answers)."""
+
+    sender: str = "from"
+    recipient: str = "to"
+    text: str = "text"
+
+
 def inbound_message(
     gateway: GatewayConfig,
     region: str,
@@ -201,23 +306,36 @@ def inbound_message(
     sender: str,
     text: str,
     recipient: str = "",
-    gateway_message_id: str | None = None,
+    gateway_message_id: object = None,
     keyword: str = "",
     params: Mapping[str, str] | None = None,
+    names: FieldNames = FieldNames(),
 ) -> InboundSMS:
-    """The `InboundSMS` a dialect parsed, with the sender normalised to E.164."""
+    """The `InboundSMS` a dialect parsed, checked and bounded at the edge: the sender in E.164
+    (read as the gateway writes numbers), the recipient one of the gateway's own numbers, no
+    control characters, every field within its limit (`InvalidWebhook` naming the field)."""
     try:
-        normalised = normalise_phone(sender, region)
+        normalised = parse_gateway_number(sender, gateway.numbers, gateway.region or region)
     except InvalidPhoneNumber as error:
-        raise InvalidWebhook(f"sender: {error}") from error
+        raise InvalidWebhook(f"{names.sender}: {error}", field=names.sender) from error
+    to = clean(recipient, names.recipient).strip()
+    owned = gateway.owned(to, region) if to else ""
+    if owned is None:
+        raise InvalidWebhook(
+            f"recipient {mask_phone(to)!r} is not one of gateway {gateway.id!r}'s own numbers",
+            code="unknown_recipient",
+            field=names.recipient,
+        )
+    message_id = None if gateway_message_id in (None, "") else str(gateway_message_id)
     return InboundSMS(
         gateway_id=gateway.id,
-        gateway_message_id=gateway_message_id or None,
+        gateway_message_id=message_id
+        and clean(_bounded(message_id, "message id", MAX_GATEWAY_MESSAGE_ID_LENGTH), "message id"),
         sender=normalised,
-        recipient=recipient,
-        text=text,
-        keyword=keyword,
-        params=dict(params or {}),
+        recipient=owned,
+        text=_clean_text(gateway, text, names.text),
+        keyword=clean(_bounded(keyword.strip(), "keyword", MAX_KEYWORD_LENGTH), "keyword"),
+        params=_clean_params(params or {}),
     )
 
 

@@ -16,10 +16,21 @@ gateways:
     max_segments: 6              # longer texts fail for good
     transliterate: true          # smart quotes and dashes to GSM when that keeps a text GSM-7
     public_url: https://sms.example.com   # our ingress as the gateway reaches it (delivery reports)
+    number_format: auto          # how it writes numbers: e164, international, national, auto
+    region: GB                   # its country for national numbers (TWOWAY_DEFAULT_REGION)
+    own_numbers: ["12345", "+447700900000", "MyBank"]   # MO go to these; replies come from them
     inbound:                     # who may post to /gateways/<id>/inbound and /status
       signature: true            # the dialect's own signature (twilio, vonage, webhook)
       token: SIM_INBOUND_TOKEN   # environment variable of a shared token (query `token` or header)
+      basic_auth: {username: twoway, password: SIM_INBOUND_PASSWORD}   # HTTP basic auth
       allow_from: [10.0.0.0/8]   # source addresses
+      # open: true               # none of the above: anyone may post (development only; warned)
+
+Every configured inbound check must pass; a gateway with none refuses to start unless it says
+`open: true`. `own_numbers` (with `default_sender`, which is always one) lists the short codes,
+numbers and sender ids the gateway delivers MO to: an MO to any other `to` is refused, so that a
+reply always comes from a number we own. `number_format` defaults to what the vendor documents
+(`international` for vonage and infobip, `e164` for twilio) and to `auto` for the others.
 
 Vendor credentials: `account` (Twilio Account SID, Vonage API key, Kannel username) and
 `secret` (the environment variable with the Twilio auth token, Vonage API secret, Kannel
@@ -37,6 +48,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
+from twoway.phone import InvalidPhoneNumber, NumberFormat, parse_gateway_number
+
 GatewayType = Literal["mobilefirst-http", "kannel", "twilio", "vonage", "infobip", "webhook"]
 
 _NEEDS: dict[str, tuple[str, ...]] = {
@@ -46,6 +59,23 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "infobip": ("secret",),
 }
 """Fields a gateway type cannot work without."""
+
+_NUMBER_FORMATS: dict[str, NumberFormat] = {
+    "vonage": "international",
+    "infobip": "international",
+    "twilio": "e164",
+}
+"""How each vendor documents its numbers; `auto` for the others (an operator's HTTP API, a Kannel
+SMSC: they differ from one installation to the next)."""
+
+
+class BasicAuth(BaseModel):
+    """HTTP basic auth the gateway sends with every post (Kannel's `post-url` with user:pass@)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    username: str = Field(min_length=1)
+    password: str = Field(min_length=1, description="Environment variable holding the password")
 
 
 class InboundAuth(BaseModel):
@@ -61,8 +91,12 @@ class InboundAuth(BaseModel):
     )
     token_param: str = Field(default="token", description="Query parameter carrying the token")
     token_header: str = Field(default="X-Twoway-Token", description="...or this header")
+    basic_auth: BasicAuth | None = None
     allow_from: list[IPv4Network | IPv6Network] = Field(
         default_factory=list, description="Source networks; empty: any"
+    )
+    open: bool = Field(
+        default=False, description="No check at all, on purpose: anyone may post (development)"
     )
 
 
@@ -103,6 +137,19 @@ class GatewayConfig(BaseModel):
     max_segments: int = Field(default=10, ge=1, le=255)
     transliterate: bool = False
     inbound: InboundAuth = Field(default_factory=InboundAuth)
+    number_format: NumberFormat | None = Field(
+        default=None, description="How the gateway writes numbers; None: the vendor's way"
+    )
+    region: str | None = Field(
+        default=None,
+        min_length=2,
+        max_length=2,
+        description="The gateway's country for national numbers; None: TWOWAY_DEFAULT_REGION",
+    )
+    own_numbers: list[str] = Field(
+        default_factory=list,
+        description="Short codes, numbers and sender ids MO may be sent to (and replies come from)",
+    )
 
     @model_validator(mode="after")
     def _check_type_needs(self) -> GatewayConfig:
@@ -111,13 +158,34 @@ class GatewayConfig(BaseModel):
             raise ValueError(f"a {self.type} gateway needs {missing}")
         if self.multipart == "udh" and self.type != "kannel":
             raise ValueError("multipart: udh is for kannel gateways")
+        if self.numbers == "national" and self.region is None:
+            raise ValueError("number_format: national needs the gateway's region")
         return self
+
+    @property
+    def numbers(self) -> NumberFormat:
+        """How this gateway writes phone numbers, in and out."""
+        return self.number_format or _NUMBER_FORMATS.get(self.type, "auto")
+
+    def owned(self, recipient: str, default_region: str) -> str | None:
+        """Which of our numbers an MO's `to` names, spelled as configured (so a reply comes from
+        exactly that); None when it is none of them. Phone numbers match whatever their
+        spelling (`447700900000` is `+447700900000`), short codes and sender ids exactly."""
+        owned = [*self.own_numbers, *([self.default_sender] if self.default_sender else [])]
+        if recipient in owned:
+            return recipient
+        region = self.region or default_region
+        wanted = _as_number(recipient, self.numbers, region)
+        if wanted is None:
+            return None
+        return next((own for own in owned if _as_number(own, "auto", region) == wanted), None)
 
     def secrets(self, environ: Mapping[str, str]) -> GatewaySecrets:
         """Every secret this gateway names; `KeyError` naming each variable that is not set."""
         names = [
             *self.secret_parameters.values(),
             *(name for name in (self.secret, self.signature_secret, self.inbound.token) if name),
+            *([self.inbound.basic_auth.password] if self.inbound.basic_auth else []),
         ]
         missing = [name for name in names if name not in environ]
         if missing:
@@ -128,7 +196,21 @@ class GatewayConfig(BaseModel):
             secret=secret,
             signature_secret=environ[self.signature_secret] if self.signature_secret else secret,
             inbound_token=environ[self.inbound.token] if self.inbound.token else None,
+            inbound_password=(
+                environ[self.inbound.basic_auth.password] if self.inbound.basic_auth else None
+            ),
         )
+
+
+def _as_number(value: str, number_format: NumberFormat, region: str) -> str | None:
+    """`value` in E.164 when it is a phone number longer than a short code, else None."""
+    digits = sum(character.isdigit() for character in value)
+    if digits < 7 or any(character.isalpha() for character in value):
+        return None
+    try:
+        return parse_gateway_number(value, number_format, region)
+    except InvalidPhoneNumber:
+        return None
 
 
 @dataclass(frozen=True)
@@ -139,6 +221,7 @@ class GatewaySecrets:
     secret: str | None = None
     signature_secret: str | None = None
     inbound_token: str | None = None
+    inbound_password: str | None = None
 
 
 class GatewaysConfig(BaseModel):

@@ -21,6 +21,7 @@ from twoway.gateways.base import (
     GatewayResponse,
     InvalidWebhook,
     WebhookRequest,
+    addresses,
     callback_url,
     delivery_event,
     empty_answer,
@@ -53,11 +54,11 @@ FAILED_GROUPS = frozenset({"UNDELIVERABLE", "REJECTED", "EXPIRED"})
 def build_requests(
     gateway: GatewayConfig, message: OutboundSMS, text: SegmentedText, secrets: GatewaySecrets
 ) -> list[GatewayRequest]:
+    to, sender = addresses(gateway, message)
     sms: dict[str, Any] = {
-        "destinations": [{"to": message.to.removeprefix("+"), "messageId": message.message_id}],
+        "destinations": [{"to": to, "messageId": message.message_id}],
         "content": {"text": text.text},
     }
-    sender = message.from_ or gateway.default_sender
     if sender:
         sms["sender"] = sender
     callback = callback_url(gateway, secrets)
@@ -112,7 +113,7 @@ def parse_inbound(gateway: GatewayConfig, request: WebhookRequest, region: str) 
         inbound_message(
             gateway,
             region,
-            sender="+" + require(result, "from").removeprefix("+"),
+            sender=require(result, "from"),
             recipient=str(result.get("to", "")),
             text=str(result.get("text", "")),
             gateway_message_id=result.get("messageId"),

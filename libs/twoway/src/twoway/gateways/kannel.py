@@ -27,6 +27,7 @@ from twoway.gateways.base import (
     GatewayResponse,
     InvalidWebhook,
     WebhookRequest,
+    addresses,
     delivery_event,
     empty_answer,
     inbound_message,
@@ -59,16 +60,16 @@ _HEADERS = {"x-kannel-smsc": "smsc", "x-kannel-time": "time", "x-kannel-service"
 def build_requests(
     gateway: GatewayConfig, message: OutboundSMS, text: SegmentedText, secrets: GatewaySecrets
 ) -> list[GatewayRequest]:
+    to, sender = addresses(gateway, message)
     params: dict[str, str | bytes] = {
         **gateway.parameters,
         **secrets.parameters,
         "username": gateway.account or "",
         "password": secrets.secret or "",
-        "to": message.to,
+        "to": to,
         "charset": "UTF-8",
         "coding": "0" if text.encoding == "gsm7" else "2",
     }
-    sender = message.from_ or gateway.default_sender
     if sender:
         params["from"] = sender
     dlr_url = status_url(gateway, secrets, message, DLR_ESCAPES)

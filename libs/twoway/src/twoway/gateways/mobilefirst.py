@@ -4,24 +4,30 @@ Out: `GET http://host:port/programName?to=..&text=..&from=..` plus fixed and sec
 (or the same as a form POST); with `status_param` and `public_url`, one more parameter carries the
 URL for delivery reports. Any 2xx is success (`twoway.gateways.results`).
 In: the gateway posts MO with the same parameter names (query, form or JSON); every other
-parameter is kept. Delivery reports come to that URL with `status` (one of our statuses) and
-optionally `id` and `detail`. Authenticity: token or source address (no signature).
+parameter is kept. This is also the dialect of MobileFirst's own `/receiveSMS` (`from`, `to`,
+`text`, `keyword`), which ingress serves for the gateway named by `TWOWAY_RECEIVE_GATEWAY`.
+Delivery reports come to that URL with `status` (one of our statuses) and optionally `id` and
+`detail`. Authenticity: token, basic auth or source address (no signature).
 """
 
 from __future__ import annotations
 
 from twoway.gateways.base import (
     DELIVERY_STATUSES,
+    JSON_TYPES,
+    FieldNames,
     GatewayRequest,
     GatewayResponse,
     InvalidWebhook,
     WebhookRequest,
+    addresses,
     delivery_event,
     empty_answer,
     inbound_message,
     no_signature,
     require,
     status_url,
+    string_params,
 )
 from twoway.gateways.config import GatewayConfig, GatewaySecrets
 from twoway.gateways.encoding import SegmentedText
@@ -34,13 +40,13 @@ SIGNS = False
 def build_requests(
     gateway: GatewayConfig, message: OutboundSMS, text: SegmentedText, secrets: GatewaySecrets
 ) -> list[GatewayRequest]:
+    to, sender = addresses(gateway, message)
     params = {
         **gateway.parameters,
         **secrets.parameters,
-        gateway.to_param: message.to,
+        gateway.to_param: to,
         gateway.text_param: text.text,
     }
-    sender = message.from_ or gateway.default_sender
     if sender:
         params[gateway.from_param] = sender
     callback = status_url(gateway, secrets, message)
@@ -57,9 +63,18 @@ def classify(response: GatewayResponse) -> SendResult:
 
 
 def _fields(request: WebhookRequest) -> dict[str, str]:
+    """Every parameter: the query's, then a form's or a JSON object's over them (JSON booleans as
+    `true`/`false`, nested values as JSON text). Any other body is refused."""
     fields = request.fields()
-    if request.content_type == "application/json":
-        fields.update({key: str(value) for key, value in request.json_object().items()})
+    if request.content_type in JSON_TYPES or request.content_type.endswith("+json"):
+        fields |= string_params(request.json_object())
+    elif request.body and not request.form:
+        raise InvalidWebhook(
+            "post a form (application/x-www-form-urlencoded or multipart/form-data) or a JSON "
+            "object",
+            code="unsupported_media_type",
+            status=415,
+        )
     return fields
 
 
@@ -67,7 +82,11 @@ def parse_inbound(gateway: GatewayConfig, request: WebhookRequest, region: str) 
     fields = _fields(request)
     named = {gateway.from_param, gateway.to_param, gateway.text_param, "keyword"}
     if gateway.text_param not in fields:
-        raise InvalidWebhook(f"{gateway.text_param} is required", code="missing_field")
+        raise InvalidWebhook(
+            f"{gateway.text_param} is required: the message text",
+            code="missing_field",
+            field=gateway.text_param,
+        )
     return [
         inbound_message(
             gateway,
@@ -77,6 +96,7 @@ def parse_inbound(gateway: GatewayConfig, request: WebhookRequest, region: str) 
             text=fields[gateway.text_param],
             keyword=fields.get("keyword", ""),
             params={key: value for key, value in fields.items() if key not in named},
+            names=FieldNames(gateway.from_param, gateway.to_param, gateway.text_param),
         )
     ]
 

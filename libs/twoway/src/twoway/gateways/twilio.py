@@ -22,11 +22,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from twoway.gateways.base import (
     EMPTY_ANSWER,
+    FieldNames,
     GatewayRequest,
     GatewayResponse,
     Pairs,
     WebhookAnswer,
     WebhookRequest,
+    addresses,
     delivery_event,
     inbound_message,
     require,
@@ -63,8 +65,8 @@ _DEFAULT_PORTS = {"https": 443, "http": 80}
 def build_requests(
     gateway: GatewayConfig, message: OutboundSMS, text: SegmentedText, secrets: GatewaySecrets
 ) -> list[GatewayRequest]:
-    form = {"To": message.to, "Body": text.text}
-    sender = message.from_ or gateway.default_sender
+    to, sender = addresses(gateway, message)
+    form = {"To": to, "Body": text.text}
     if sender and sender.startswith("MG"):
         form["MessagingServiceSid"] = sender
     elif sender:
@@ -109,6 +111,7 @@ def parse_inbound(gateway: GatewayConfig, request: WebhookRequest, region: str) 
             text=fields.get("Body", ""),
             gateway_message_id=fields.get("MessageSid") or fields.get("SmsSid"),
             params={key: value for key, value in fields.items() if key not in named},
+            names=FieldNames("From", "To", "Body"),
         )
     ]
 

@@ -24,9 +24,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from twoway.gateways.base import (
+    FieldNames,
     GatewayRequest,
     GatewayResponse,
     WebhookRequest,
+    addresses,
     callback_url,
     delivery_event,
     empty_answer,
@@ -61,15 +63,15 @@ STATUSES: dict[str, DeliveryStatus] = {
 def build_requests(
     gateway: GatewayConfig, message: OutboundSMS, text: SegmentedText, secrets: GatewaySecrets
 ) -> list[GatewayRequest]:
+    to, sender = addresses(gateway, message)
     form = {
         "api_key": gateway.account or "",
         "api_secret": secrets.secret or "",
-        "to": message.to.removeprefix("+"),
+        "to": to,
         "text": text.text,
         "type": "text" if text.encoding == "gsm7" else "unicode",
         "client-ref": encode_reference(message.message_id, message.adapter),
     }
-    sender = message.from_ or gateway.default_sender
     if sender:
         form["from"] = sender.removeprefix("+")
     callback = callback_url(gateway, secrets)
@@ -106,12 +108,13 @@ def parse_inbound(gateway: GatewayConfig, request: WebhookRequest, region: str) 
         inbound_message(
             gateway,
             region,
-            sender="+" + require(fields, "msisdn").removeprefix("+"),
+            sender=require(fields, "msisdn"),
             recipient=fields.get("to", ""),
             text=fields.get("text", ""),
             gateway_message_id=fields.get("messageId"),
             keyword=fields.get("keyword", ""),
             params={key: value for key, value in fields.items() if key not in named},
+            names=FieldNames(sender="msisdn"),
         )
     ]
 

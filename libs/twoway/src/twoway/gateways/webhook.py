@@ -18,6 +18,7 @@ from twoway.gateways.base import (
     GatewayRequest,
     GatewayResponse,
     WebhookRequest,
+    addresses,
     empty_answer,
     hmac_hex,
     inbound_message,
@@ -50,10 +51,11 @@ SIGNATURE_HEADER = "X-Twoway-Signature"
 def build_requests(
     gateway: GatewayConfig, message: OutboundSMS, text: SegmentedText, secrets: GatewaySecrets
 ) -> list[GatewayRequest]:
+    to, sender = addresses(gateway, message)
     body: dict[str, Any] = {
         "message_id": message.message_id,
-        "to": message.to,
-        "from": message.from_ or gateway.default_sender,
+        "to": to,
+        "from": sender,
         "text": text.text,
         "encoding": text.encoding,
         "segments": text.count,
