@@ -49,6 +49,7 @@ def running_services(folder: Path, amqp_url: str, mongo_url: str) -> Iterator[di
         "default_gateway: sim\ngateways:\n  - id: sim\n    type: mobilefirst-http\n"
         f"    url: http://127.0.0.1:{ports['twoway-gateway-sim']}/sendSMS\n"
         "    default_sender: '12345'\n"
+        "    inbound: {open: true}\n"
     )
     bin_dir = Path(sys.executable).parent
     processes = []
@@ -60,6 +61,7 @@ def running_services(folder: Path, amqp_url: str, mongo_url: str) -> Iterator[di
             "TWOWAY_PORT": str(port),
             "TWOWAY_LOG_LEVEL": "WARNING",
             "TWOWAY_GATEWAYS_FILE": str(gateways),
+            "TWOWAY_RECEIVE_GATEWAY": "sim",
             "TWOWAY_INGRESS_URL": f"http://127.0.0.1:{ports['twoway-ingress']}",
         }
         log = (folder / f"{service}.log").open("wb")

@@ -107,6 +107,7 @@ async def system(
         "TWOWAY_LOG_FORMAT": "console",
         "TWOWAY_GATEWAYS_FILE": str(gateways_file(tmp_path, urls["gateway-sim"])),
         "TWOWAY_INGRESS_URL": urls["ingress"],
+        "TWOWAY_RECEIVE_GATEWAY": "sim",
         "TWOWAY_API_TOKEN": "metrics-test-token",
         "TWOWAY_RETRY_DELAYS": "[1]",
         "TWOWAY_MAX_ATTEMPTS": "3",

@@ -16,7 +16,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from tests.support.broker import drain, listening, queue_length
 from tests.support.stack import Stack, running_stack
-from twoway.phone import InvalidPhoneNumber, normalise_phone
+from twoway.phone import InvalidPhoneNumber, parse_gateway_number
 from twoway.sdk import Adapter, AdapterSettings
 from twoway.topology import INBOUND_EXCHANGE, UNMATCHED_QUEUE
 from twoway_echo.adapter import adapter as echo_adapter
@@ -89,7 +89,7 @@ FORM = "application/x-www-form-urlencoded"
 def phone_refusal(raw: str) -> str:
     """What ingress answers for `from=<raw>`: twoway.phone's own words for the bad number."""
     with pytest.raises(InvalidPhoneNumber) as refused:
-        normalise_phone(raw, "US")
+        parse_gateway_number(raw, "auto", "US")
     return f"from: {refused.value}"
 
 
@@ -99,7 +99,7 @@ BAD_POSTS = [
         422,
         {
             "error": "missing_field",
-            "message": "from is required: the sender's number",
+            "message": "from is required",
             "field": "from",
         },
         id="missing-from",
@@ -187,9 +187,74 @@ BAD_POSTS = [
         415,
         {
             "error": "unsupported_media_type",
-            "message": "post a form (application/x-www-form-urlencoded) or a JSON object",
+            "message": "post a form (application/x-www-form-urlencoded or multipart/form-data)"
+            " or a JSON object",
         },
         id="unsupported-type",
+    ),
+    pytest.param(
+        {
+            "method": "POST",
+            "data": b'{"from": "+15551234567", "text": "ECHO \\ud800"}',
+            "headers": {"Content-Type": "application/json"},
+        },
+        422,
+        {
+            "error": "invalid_text",
+            "message": "text is not valid Unicode text (surrogates not allowed)",
+            "field": "text",
+        },
+        id="json-lone-surrogate",
+    ),
+    pytest.param(
+        {
+            "method": "POST",
+            "data": "[" * 1000 + "]" * 1000,
+            "headers": {"Content-Type": "application/json"},
+        },
+        400,
+        {"error": "invalid_json", "message": "the JSON body is nested too deeply"},
+        id="json-nested-deep",
+    ),
+    pytest.param(
+        {"method": "POST", "data": {"from": SENDER, "to": "12345x", "text": "ECHO hi"}},
+        422,
+        {
+            "error": "unknown_recipient",
+            "message": "recipient '******' is not one of gateway 'sim''s own numbers",
+            "field": "to",
+        },
+        id="recipient-not-ours",
+    ),
+    pytest.param(
+        {"method": "POST", "data": {"from": SENDER, "to": "MyBank", "text": "ECHO hi"}},
+        422,
+        {
+            "error": "unknown_recipient",
+            "message": "recipient '******' is not one of gateway 'sim''s own numbers",
+            "field": "to",
+        },
+        id="recipient-spoofed-sender-id",
+    ),
+    pytest.param(
+        {"method": "POST", "data": {"from": SENDER, "text": "ECHO " + "x" * 1700}},
+        422,
+        {
+            "error": "too_long",
+            "message": "text is longer than 1600 characters",
+            "field": "text",
+        },
+        id="text-too-long",
+    ),
+    pytest.param(
+        {"method": "POST", "data": {"from": SENDER, "text": "hi", "keyword": "K" * 33}},
+        422,
+        {
+            "error": "too_long",
+            "message": "keyword is longer than 32 characters",
+            "field": "keyword",
+        },
+        id="keyword-too-long",
     ),
 ]
 

@@ -35,7 +35,7 @@ def ingress_settings(
     config.write_text(
         "default_gateway: kannel\ngateways:\n"
         "  - {id: kannel, type: kannel, url: 'http://127.0.0.1:1/', account: twoway,"
-        " secret: TEST_KANNEL_PASSWORD}\n"
+        " secret: TEST_KANNEL_PASSWORD, inbound: {open: true}}\n"
     )
     monkeypatch.setenv("TEST_KANNEL_PASSWORD", "pw")
 

@@ -46,20 +46,24 @@ gateways:
     url: http://127.0.0.1:1/cgi-bin/sendsms
     account: twoway
     secret: TEST_KANNEL_PASSWORD
+    own_numbers: ["12345"]
     inbound: {token: TEST_KANNEL_TOKEN}
   - id: twilio
     type: twilio
     url: http://127.0.0.1:1
     account: ACXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX
     secret: TEST_TWILIO_TOKEN
+    own_numbers: ["+15017122661"]
   - id: infobip
     type: infobip
     url: http://127.0.0.1:1
     secret: TEST_INFOBIP_KEY
+    own_numbers: ["+385921004026"]
     inbound: {allow_from: [127.0.0.0/8]}
   - id: office
     type: webhook
     url: http://127.0.0.1:1/sms
+    own_numbers: ["12345"]
     inbound: {allow_from: [192.0.2.0/24]}
   - id: vonage
     type: vonage
@@ -68,6 +72,7 @@ gateways:
     secret: TEST_VONAGE_SECRET
     signature_secret: TEST_VONAGE_SIGNATURE_SECRET
     signature_method: sha256
+    own_numbers: ["+447700900000"]
     inbound: {signature: true}
 """
 
@@ -361,7 +366,8 @@ async def test_without_a_broker_a_gateway_post_is_503(
 ) -> None:
     config = tmp_path / "gateways.yaml"
     config.write_text(
-        "default_gateway: g\ngateways:\n  - {id: g, type: webhook, url: 'http://127.0.0.1:1/'}\n"
+        "default_gateway: g\ngateways:\n  - {id: g, type: webhook, url: 'http://127.0.0.1:1/',"
+        " inbound: {open: true}}\n"
     )
     app = create_app(make_settings(IngressSettings, gateways_file=config))
     async with serving(app) as url, aiohttp.ClientSession() as http:

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def settings(make_settings: Callable[..., Any]) -> IngressSettings:
     settings: IngressSettings = make_settings(
-        IngressSettings, gateways_file=REPO / "config" / "gateways.yaml"
+        IngressSettings, gateways_file=REPO / "config" / "gateways.yaml", receive_gateway="sim"
     )
     return settings
 

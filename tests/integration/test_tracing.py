@@ -76,7 +76,9 @@ async def test_a_gateways_traceparent_reaches_the_queued_message(
     await channel.close()
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     headers = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
-    settings = make_settings(IngressSettings, gateways_file=REPO / "config" / "gateways.yaml")
+    settings = make_settings(
+        IngressSettings, gateways_file=REPO / "config" / "gateways.yaml", receive_gateway="sim"
+    )
     query = {"from": "+15551234567", "to": "12345", "text": "ECHO traced"}
     async with (
         serving(create_ingress(settings)) as url,

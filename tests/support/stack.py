@@ -101,6 +101,7 @@ def gateways_file(directory: Path, gateway_url: str, ingress_url: str | None = N
         "    type: mobilefirst-http\n"
         f"    url: {gateway_url}/sendSMS\n"
         f"    default_sender: '{SHORT_CODE}'\n"
+        "    inbound: {open: true}\n"
         "    timeout: 2\n" + reports
     )
     return path
@@ -128,7 +129,12 @@ async def running_stack(
         ingress = await running.enter_async_context(
             serving(
                 create_ingress(
-                    make_settings(IngressSettings, max_body_bytes=2048, gateways_file=gateways)
+                    make_settings(
+                        IngressSettings,
+                        max_body_bytes=2048,
+                        gateways_file=gateways,
+                        receive_gateway="sim",
+                    )
                 )
             )
         )
