@@ -17,7 +17,7 @@ from twoway_ingress.gateways import add_gateway_routes, message_log_context
 from twoway_ingress.long_messages import long_messages_context
 from twoway_ingress.receive import inbound_from_fields, request_fields
 from twoway_ingress.settings import IngressSettings
-from twoway_ingress.subscribe import subscribe_sms, subscriptions_context
+from twoway_ingress.subscribe import add_subscribe_route
 
 log = structlog.get_logger(__name__)
 
@@ -69,11 +69,10 @@ def create_app(settings: IngressSettings) -> web.Application:
     # the gateways with no endpoint. /subscribeSMS, and the parts of long SMS that a gateway
     # posts one by one (stored until the last arrives), answer 503 meanwhile.
     app.cleanup_ctx.append(mongo_context(settings, "ingress", ready_check=False))
-    app.cleanup_ctx.append(subscriptions_context(settings))
     app.cleanup_ctx.append(long_messages_context(settings))
     app.cleanup_ctx.append(message_log_context)
-    app.router.add_route("GET", "/subscribeSMS", subscribe_sms)
     app.router.add_route("GET", "/receiveSMS", receive_sms)
     app.router.add_route("POST", "/receiveSMS", receive_sms)
     add_gateway_routes(app, app[GATEWAYS], settings)
+    add_subscribe_route(app, settings)
     return app

@@ -131,10 +131,10 @@ async def read_webhook(request: web.Request, proxies: Sequence[Network]) -> Webh
     )
 
 
-async def _accept(request: web.Request) -> tuple[Gateway, WebhookRequest]:
-    """The gateway and its post, authenticated; 404 or 403 otherwise."""
+async def accept(request: web.Request, gateway_id: str) -> tuple[Gateway, WebhookRequest]:
+    """The gateway `gateway_id` and this request as its post, having passed every one of the
+    gateway's inbound checks; 404 or 403 otherwise."""
     endpoints = request.app[ENDPOINTS]
-    gateway_id = request.match_info["gateway_id"]
     gateway = endpoints.gateways.get(gateway_id)
     if gateway is None:
         raise InvalidRequest(404, "unknown_gateway", f"no gateway {gateway_id!r} is configured")
@@ -232,7 +232,7 @@ async def _inbound_part(
 
 
 async def gateway_inbound(request: web.Request) -> web.Response:
-    gateway, webhook = await _accept(request)
+    gateway, webhook = await accept(request, request.match_info["gateway_id"])
     region = request.app[ENDPOINTS].settings.default_region
     messages: list[InboundSMS] = _parsed(
         lambda: gateway.dialect.parse_inbound(gateway.config, webhook, region)
@@ -252,7 +252,7 @@ async def gateway_inbound(request: web.Request) -> web.Response:
 
 
 async def gateway_status(request: web.Request) -> web.Response:
-    gateway, webhook = await _accept(request)
+    gateway, webhook = await accept(request, request.match_info["gateway_id"])
     events: list[DeliveryEvent] = _parsed(
         lambda: gateway.dialect.parse_status(gateway.config, webhook)
     )
