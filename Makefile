@@ -22,6 +22,8 @@ setup:
 
 # The api's bearer token under `make run` only (a development token: set your own anywhere else)
 run: export TWOWAY_API_TOKEN ?= dev-token
+# /subscribeSMS confirms each change by a code, which the gateway simulator records (off elsewhere)
+run: export TWOWAY_SUBSCRIBE_MODE ?= public
 run: setup  # with a Docker engine: compose.yaml (real RabbitMQ and MongoDB); without: the devstack
 	@echo "twoway: ingress http://127.0.0.1:8080  api http://127.0.0.1:8081 (openapi: /openapi.json)  gateway-sim http://127.0.0.1:8090"
 	@echo "twoway: api token: $$TWOWAY_API_TOKEN  (curl -H 'Authorization: Bearer $$TWOWAY_API_TOKEN' http://127.0.0.1:8081/event-sources)"

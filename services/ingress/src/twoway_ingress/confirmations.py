@@ -78,13 +78,19 @@ class Confirmations:
         self.ttl = ttl
         self._interval = interval
         self._attempts = attempts
+        self._indexed = False
 
-    async def ensure_indexes(self) -> None:
+    async def _ensure_indexes(self) -> None:
+        """Done by the first code each process sends, not at start, which must not wait for
+        the database."""
         await self._confirmations.create_index("expires_at", expireAfterSeconds=0)
+        self._indexed = True
 
     async def start(self, change: SubscriptionChange) -> str:
         """A new code confirming `change`, replacing any earlier one of its number; `TooSoon`
         while the number's last code is younger than the interval."""
+        if not self._indexed:
+            await self._ensure_indexes()
         now = stored_now()
         code = new_code()
         document: Document = {

@@ -124,7 +124,7 @@ def parse_subscribe_request(query: Mapping[str, str], default_region: str) -> Su
     return SubscribeRequest(change, _optional(query, "code"))
 
 
-async def apply(subscriptions: Subscriptions, change: SubscriptionChange) -> None:
+async def _apply(subscriptions: Subscriptions, change: SubscriptionChange) -> None:
     if change.subscribe:
         await subscriptions.subscribe(
             change.event_source, change.phone, user_id=change.user_name, alias=change.alias
@@ -192,7 +192,7 @@ def _through_gateway(settings: IngressSettings, gateway_id: str) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         await accept(request, gateway_id)
         change = parse_subscribe_request(request.query, settings.default_region).change
-        await apply(request.app[SUBSCRIPTIONS], change)
+        await _apply(request.app[SUBSCRIPTIONS], change)
         return _answer("subscribed" if change.subscribe else "unsubscribed", change)
 
     return handler
@@ -221,7 +221,7 @@ async def _send_code(request: web.Request, change: SubscriptionChange) -> web.Re
 async def _confirm(request: web.Request, change: SubscriptionChange, code: str) -> web.Response:
     confirmations = request.app[CONFIRMATIONS]
     confirmed = await confirmations.check(change, code)
-    await apply(request.app[SUBSCRIPTIONS], confirmed)
+    await _apply(request.app[SUBSCRIPTIONS], confirmed)
     await confirmations.used(change.phone, code)
     return _answer("confirmed", change, subscribed=change.subscribe)
 
@@ -242,10 +242,14 @@ def _subscriptions_context(settings: IngressSettings) -> CleanupContext:
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         db = app[MONGO_DB]
-        app[SUBSCRIPTIONS] = Subscriptions(
+        subscriptions = Subscriptions(
             SubscriptionStore(db, settings.default_region), EventSourceRegistry(db), app[PUBLISHER]
         )
-        indexed: list[Subscriptions | Confirmations] = [app[SUBSCRIPTIONS]]
+        try:
+            await subscriptions.ensure_indexes()
+        except ConnectionFailure as error:  # /receiveSMS must start without the database
+            log.warning("subscription_indexes_not_ensured", error=str(error))
+        app[SUBSCRIPTIONS] = subscriptions
         if settings.subscribe_mode == "public":
             app[CONFIRMATIONS] = Confirmations(
                 db,
@@ -253,12 +257,6 @@ def _subscriptions_context(settings: IngressSettings) -> CleanupContext:
                 interval=timedelta(seconds=settings.subscribe_code_interval_seconds),
                 attempts=settings.subscribe_code_attempts,
             )
-            indexed.append(app[CONFIRMATIONS])
-        try:
-            for store in indexed:
-                await store.ensure_indexes()
-        except ConnectionFailure as error:  # /receiveSMS must start without the database
-            log.warning("subscription_indexes_not_ensured", error=str(error))
         yield
 
     return context
