@@ -1,5 +1,5 @@
-"""Subscriptions' pure rules: event-source names, pages, the /subscribeSMS parameters, JOIN/LEAVE
-naming, broadcast message ids and the short code a broadcast is sent from."""
+"""Subscriptions' pure rules: event-source names, pages, JOIN/LEAVE naming, broadcast message
+ids and the short code a broadcast is sent from."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ from ulid import ULID
 
 from twoway.broadcasts import Broadcast, broadcast_message_id
 from twoway.gateways.config import GatewaysConfig
-from twoway.http_errors import InvalidRequest
 from twoway.messages import EventSource
 from twoway.optouts import ANY_SHORT_CODE
 from twoway.subscriptions import InvalidEventSource, Page, check_event_source
 from twoway_broadcaster.fanout import sending_short_code
-from twoway_ingress.subscribe import SubscribeRequest, parse_subscribe_request
 from twoway_subscriptions_adapter.adapter import choices, resolve
 
 
@@ -49,78 +47,6 @@ def test_other_event_source_names_are_refused(name: str) -> None:
 def test_a_page_holds_one_to_a_thousand(limit: int) -> None:
     with pytest.raises(ValueError, match="page"):
         Page(limit=limit)
-
-
-SERVLET_CASES = [
-    pytest.param(
-        {"eventSource": "bank.News", "phoneNumber": "+15551234567"},
-        SubscribeRequest(True, "bank.News", "+15551234567", None, None),
-        id="subscribe",
-    ),
-    pytest.param(
-        {"eventSource": " bank.News ", "phoneNumber": "555-123 4567", "option": " "},
-        SubscribeRequest(True, "bank.News", "555-123 4567", None, None),
-        id="blank-option-subscribes",
-    ),
-    pytest.param(
-        {"eventSource": "bank.News", "phoneNumber": "5551234567", "option": "unsubscribe"},
-        SubscribeRequest(False, "bank.News", "5551234567", None, None),
-        id="option-unsubscribes",
-    ),
-    pytest.param(
-        {"eventSource": "bank.News", "phoneNumber": " 447911123456"},
-        SubscribeRequest(True, "bank.News", "+447911123456", None, None),
-        id="plus-decoded-as-space",
-    ),
-    pytest.param(
-        {
-            "eventSource": "bank.News",
-            "phoneNumber": "5551234567",
-            "userName": " ann ",
-            "alias": "",
-        },
-        SubscribeRequest(True, "bank.News", "5551234567", "ann", None),
-        id="user-name-alias",
-    ),
-]
-
-
-@pytest.mark.parametrize(("query", "expected"), SERVLET_CASES)
-def test_servlet_parameters(query: dict[str, str], expected: SubscribeRequest) -> None:
-    assert parse_subscribe_request(query) == expected
-
-
-@pytest.mark.parametrize(
-    ("query", "code", "field"),
-    [
-        pytest.param({"phoneNumber": "5551234567"}, "missing_field", "eventSource", id="no-source"),
-        pytest.param({"eventSource": "bank.News"}, "missing_field", "phoneNumber", id="no-phone"),
-        pytest.param(
-            {"eventSource": "bank.News", "phoneNumber": "  "},
-            "missing_field",
-            "phoneNumber",
-            id="blank-phone",
-        ),
-        pytest.param(
-            {"eventSource": "bank.News", "phoneNumber": "555.123.4567"},
-            "invalid_field",
-            "phoneNumber",
-            id="dots",
-        ),
-        pytest.param(
-            {"eventSource": "bank.News", "phoneNumber": "tel:5551234567"},
-            "invalid_field",
-            "phoneNumber",
-            id="letters",
-        ),
-    ],
-)
-def test_bad_servlet_parameters_name_the_field(
-    query: dict[str, str], code: str, field: str
-) -> None:
-    with pytest.raises(InvalidRequest) as refused:
-        parse_subscribe_request(query)
-    assert (refused.value.status, refused.value.code, refused.value.field) == (422, code, field)
 
 
 NEWS = EventSource(name="subscriptions.News", adapter="subscriptions")

@@ -16,8 +16,7 @@ from twoway_ingress.gateways import (
 )
 from twoway_ingress.long_messages import long_messages_context
 from twoway_ingress.settings import IngressSettings
-from twoway_ingress.subscribe import subscribe_sms, subscriptions_context
-
+from twoway_ingress.subscribe import add_subscribe_route
 
 SETTINGS = web.AppKey("ingress_settings", IngressSettings)
 GATEWAYS = web.AppKey("gateways", GatewaysConfig)
@@ -67,11 +66,10 @@ def create_app(settings: IngressSettings) -> web.Application:
     # the gateways with no endpoint. /subscribeSMS, and the parts of long SMS that a gateway
     # posts one by one (stored until the last arrives), answer 503 meanwhile.
     app.cleanup_ctx.append(mongo_context(settings, "ingress", ready_check=False))
-    app.cleanup_ctx.append(subscriptions_context(settings))
     app.cleanup_ctx.append(long_messages_context(settings))
     app.cleanup_ctx.append(message_log_context)
-    app.router.add_route("GET", "/subscribeSMS", subscribe_sms)
     app.router.add_route("GET", "/receiveSMS", receive_sms)
     app.router.add_route("POST", "/receiveSMS", receive_sms)
     add_gateway_routes(app, app[GATEWAYS], settings)
+    add_subscribe_route(app, settings)
     return app

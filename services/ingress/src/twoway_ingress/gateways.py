@@ -140,8 +140,9 @@ async def read_webhook(request: web.Request, proxies: Sequence[Network]) -> Webh
     )
 
 
-async def _accept(request: web.Request, gateway_id: str) -> tuple[Gateway, WebhookRequest]:
-    """The gateway and its post, authenticated; 404 or 403 otherwise."""
+async def accept(request: web.Request, gateway_id: str) -> tuple[Gateway, WebhookRequest]:
+    """The gateway `gateway_id` and this request as its post, having passed every one of the
+    gateway's inbound checks; 404 or 403 otherwise."""
     endpoints = request.app[ENDPOINTS]
     gateway = endpoints.gateways.get(gateway_id)
     if gateway is None:
@@ -246,7 +247,7 @@ async def accept_inbound(
     answer: Callable[[Gateway, list[InboundSMS]], web.Response],
 ) -> web.Response:
     """An MO post from gateway `gateway_id`: authenticated, parsed, published; then `answer`."""
-    gateway, webhook = await _accept(request, gateway_id)
+    gateway, webhook = await accept(request, gateway_id)
     region = request.app[ENDPOINTS].settings.default_region
     messages: list[InboundSMS] = _parsed(
         lambda: gateway.dialect.parse_inbound(gateway.config, webhook, region)
@@ -274,7 +275,7 @@ async def gateway_inbound(request: web.Request) -> web.Response:
 
 
 async def gateway_status(request: web.Request) -> web.Response:
-    gateway, webhook = await _accept(request, request.match_info["gateway_id"])
+    gateway, webhook = await accept(request, request.match_info["gateway_id"])
     events: list[DeliveryEvent] = _parsed(
         lambda: gateway.dialect.parse_status(gateway.config, webhook)
     )

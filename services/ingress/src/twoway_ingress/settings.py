@@ -1,8 +1,12 @@
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
 
 from twoway.settings import TwowaySettings
+
+SubscribeMode = Literal["off", "gateway", "public"]
 
 
 class IngressSettings(TwowaySettings):
@@ -25,3 +29,29 @@ class IngressSettings(TwowaySettings):
         default_factory=list,
         description="Proxy networks whose X-Forwarded-For names the client (gateway allow-lists)",
     )
+    subscribe_mode: SubscribeMode = Field(
+        default="off",
+        description="/subscribeSMS: off (refused), gateway (callers pass subscribe_gateway's "
+        "inbound checks) or public (each change confirmed by a code texted to the number)",
+    )
+    subscribe_gateway: str | None = Field(
+        default=None, description="subscribe_mode gateway: the gateway whose checks apply"
+    )
+    subscribe_code_ttl_seconds: int = Field(
+        default=900, ge=60, le=86400, description="subscribe_mode public: how long a code works"
+    )
+    subscribe_code_attempts: int = Field(
+        default=5, ge=1, le=20, description="subscribe_mode public: tries at each code"
+    )
+    subscribe_code_interval_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=86400,
+        description="subscribe_mode public: the least time between two codes to one number",
+    )
+
+    @model_validator(mode="after")
+    def _check_subscribe_gateway(self) -> Self:
+        if self.subscribe_mode == "gateway" and self.subscribe_gateway is None:
+            raise ValueError("subscribe_mode gateway needs subscribe_gateway")
+        return self
