@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import base64
+
 import pytest
 from twilio.request_validator import RequestValidator
 
@@ -17,6 +19,11 @@ URL = "https://sms.example.com/gateways/g/inbound"
 POST = replace(form_post(URL, {"From": "+15558675310", "Body": "hi"}), remote="10.1.2.3")
 
 
+def with_basic(request: WebhookRequest, credentials: str) -> WebhookRequest:
+    encoded = base64.b64encode(credentials.encode()).decode()
+    return replace(request, headers={**request.headers, "authorization": f"Basic {encoded}"})
+
+
 def with_token(
     request: WebhookRequest, *, header: str | None = None, query: str | None = None
 ) -> WebhookRequest:
@@ -27,8 +34,11 @@ def with_token(
     )
 
 
+BASIC = {"basic_auth": {"username": "kannel", "password": "KANNEL_INBOUND_PASSWORD"}}
+BASIC_REFUSED = "missing or wrong basic auth credentials"
+
 CASES: tuple[tuple[Any, ...], ...] = (
-    ("open", {}, POST, None),
+    ("open", {"open": True}, POST, None),
     ("allowed-network", {"allow_from": ["10.0.0.0/8"]}, POST, None),
     ("other-network", {"allow_from": ["192.168.0.0/16"]}, POST, "source address not allowed"),
     ("ipv6-network", {"allow_from": ["2001:db8::/32"]}, replace(POST, remote="2001:db8::1"), None),
@@ -42,6 +52,29 @@ CASES: tuple[tuple[Any, ...], ...] = (
     ("token-query", {"token": "T"}, with_token(POST, query="tok"), None),
     ("token-wrong", {"token": "T"}, with_token(POST, query="nope"), "missing or wrong token"),
     ("token-missing", {"token": "T"}, POST, "missing or wrong token"),
+    ("basic-good", BASIC, with_basic(POST, "kannel:pass"), None),
+    ("basic-wrong-password", BASIC, with_basic(POST, "kannel:nope"), BASIC_REFUSED),
+    ("basic-wrong-user", BASIC, with_basic(POST, "other:pass"), BASIC_REFUSED),
+    ("basic-missing", BASIC, POST, BASIC_REFUSED),
+    ("basic-no-colon", BASIC, with_basic(POST, "kannelpass"), BASIC_REFUSED),
+    (
+        "basic-not-base64",
+        BASIC,
+        replace(POST, headers={"authorization": "Basic %%%"}),
+        BASIC_REFUSED,
+    ),
+    (
+        "basic-bearer-instead",
+        BASIC,
+        replace(POST, headers={"authorization": "Bearer pass"}),
+        BASIC_REFUSED,
+    ),
+    (
+        "basic-and-network",
+        {**BASIC, "allow_from": ["192.168.0.0/16"]},
+        with_basic(POST, "kannel:pass"),
+        "source address not allowed",
+    ),
 )
 
 
@@ -50,7 +83,10 @@ CASES: tuple[tuple[Any, ...], ...] = (
 )
 def test_refusal(inbound: dict[str, Any], request_: WebhookRequest, reason: str | None) -> None:
     config = gateway("kannel", account="u", secret="P", inbound=inbound)
-    keys = secrets(inbound_token="tok" if "token" in inbound else None)
+    keys = secrets(
+        inbound_token="tok" if "token" in inbound else None,
+        inbound_password="pass" if "basic_auth" in inbound else None,
+    )
     assert refusal(config, kannel, request_, keys) == reason
 
 
@@ -98,3 +134,39 @@ def test_reference_round_trip(message_id: str, adapter: str | None) -> None:
 
 def test_a_bare_message_id_has_no_adapter() -> None:
     assert decode_reference("01JDQ6R5Z8X0M4N3K2P1Q0R9S8") == ("01JDQ6R5Z8X0M4N3K2P1Q0R9S8", None)
+
+
+CONFIGURATIONS: tuple[tuple[str, str, dict[str, Any], str | None], ...] = (
+    ("no-check", "kannel", {}, "checks nothing on its inbound posts"),
+    ("open", "kannel", {"open": True}, None),
+    ("token", "kannel", {"token": "T"}, None),
+    ("basic", "kannel", BASIC, None),
+    ("network", "kannel", {"allow_from": ["10.0.0.0/8"]}, None),
+    ("twilio-signs-by-default", "twilio", {}, None),
+    ("twilio-signature-off", "twilio", {"signature": False}, "checks nothing"),
+    ("open-with-a-token", "kannel", {"open": True, "token": "T"}, "`open: true` with checks"),
+    ("signature-kannel-cannot-do", "kannel", {"signature": True}, "do not sign webhooks"),
+)
+
+
+@pytest.mark.parametrize(
+    ("type_", "inbound", "error"),
+    [c[1:] for c in CONFIGURATIONS],
+    ids=[c[0] for c in CONFIGURATIONS],
+)
+def test_a_gateway_checks_something_or_says_it_is_open(
+    type_: str, inbound: dict[str, Any], error: str | None
+) -> None:
+    config = gateway(type_, account="AC1", secret="P", inbound=inbound)
+    if error is None:
+        check_configuration(config, DIALECTS[type_])
+    else:
+        with pytest.raises(ValueError, match=error):
+            check_configuration(config, DIALECTS[type_])
+
+
+def test_basic_auth_password_comes_from_the_environment() -> None:
+    config = gateway("kannel", account="u", secret="P", inbound=BASIC)
+    with pytest.raises(KeyError, match="KANNEL_INBOUND_PASSWORD"):
+        config.secrets({"P": "x"})
+    assert config.secrets({"P": "x", "KANNEL_INBOUND_PASSWORD": "pw"}).inbound_password == "pw"

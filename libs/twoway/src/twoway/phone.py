@@ -115,7 +115,8 @@ def format_for_gateway(number: str, number_format: NumberFormat, region: str) ->
         parsed = phonenumbers.parse(number, None)
     except phonenumbers.NumberParseException:
         return number
-    if phonenumbers.region_code_for_number(parsed) != region.upper():
+    # By calling code, not region: +44 numbers of Guernsey or Jersey are national numbers in GB.
+    if parsed.country_code != phonenumbers.country_code_for_region(region.upper()):
         return number
     national = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL)
     return "".join(character for character in national if character.isdigit())
