@@ -11,7 +11,7 @@ from twilio.request_validator import RequestValidator
 from tests.unit.dialects.helpers import form_post, gateway, secrets
 from twoway.gateways import DIALECTS, kannel, twilio
 from twoway.gateways.authenticity import check_configuration, refusal
-from twoway.gateways.base import WebhookRequest, decode_reference, encode_reference
+from twoway.gateways.base import WebhookRequest
 
 URL = "https://sms.example.com/gateways/g/inbound"
 POST = replace(form_post(URL, {"From": "+15558675310", "Body": "hi"}), remote="10.1.2.3")
@@ -80,21 +80,3 @@ def test_signature_only_where_the_dialect_signs(type_: str) -> None:
     else:
         with pytest.raises(ValueError, match="do not sign"):
             check_configuration(config, DIALECTS[type_])
-
-
-@pytest.mark.parametrize(
-    ("message_id", "adapter"),
-    [
-        ("01JDQ6R5Z8X0M4N3K2P1Q0R9S8", "bank"),
-        ("01JD", None),
-        ("urn:uuid:1234", "a.b-c"),
-        ("urn:uuid:1", None),
-    ],
-    ids=["ulid-and-adapter", "no-adapter", "id-with-colons", "id-with-colons-no-adapter"],
-)
-def test_reference_round_trip(message_id: str, adapter: str | None) -> None:
-    assert decode_reference(encode_reference(message_id, adapter)) == (message_id, adapter)
-
-
-def test_a_bare_message_id_has_no_adapter() -> None:
-    assert decode_reference("01JDQ6R5Z8X0M4N3K2P1Q0R9S8") == ("01JDQ6R5Z8X0M4N3K2P1Q0R9S8", None)

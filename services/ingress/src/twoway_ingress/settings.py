@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from twoway.settings import TwowaySettings
+from twoway.settings import ReferenceSettings
 
 
-class IngressSettings(TwowaySettings):
+class IngressSettings(ReferenceSettings):
     """Settings of the ingress service (`TWOWAY_` environment variables)."""
 
     port: int = Field(default=8080, ge=0, le=65535)
