@@ -20,12 +20,14 @@ setup:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	@$(UV) sync --frozen --quiet
 
-# The api's bearer token under `make run` only (a development token: set your own anywhere else)
+# The api's bearer token and the key of delivery-report references under `make run` only
+# (development values: set your own anywhere else)
 run: export TWOWAY_API_TOKEN ?= dev-token
 # /receiveSMS takes the MO of the simulator gateway, open to anyone on this machine (config/gateways.yaml)
 run: export TWOWAY_RECEIVE_GATEWAY ?= sim
 # /subscribeSMS confirms each change by a code, which the gateway simulator records (off elsewhere)
 run: export TWOWAY_SUBSCRIBE_MODE ?= public
+run: export TWOWAY_REFERENCE_SECRET ?= dev-reference-secret
 run: setup  # with a Docker engine: compose.yaml (real RabbitMQ and MongoDB); without: the devstack
 	@echo "twoway: ingress http://127.0.0.1:8080  api http://127.0.0.1:8081 (openapi: /openapi.json)  gateway-sim http://127.0.0.1:8090"
 	@echo "twoway: api token: $$TWOWAY_API_TOKEN  (curl -H 'Authorization: Bearer $$TWOWAY_API_TOKEN' http://127.0.0.1:8081/event-sources)"

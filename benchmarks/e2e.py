@@ -63,6 +63,7 @@ def running_services(folder: Path, amqp_url: str, mongo_url: str) -> Iterator[di
             "TWOWAY_GATEWAYS_FILE": str(gateways),
             "TWOWAY_RECEIVE_GATEWAY": "sim",
             "TWOWAY_INGRESS_URL": f"http://127.0.0.1:{ports['twoway-ingress']}",
+            "TWOWAY_REFERENCE_SECRET": "benchmark-reference-secret",
         }
         log = (folder / f"{service}.log").open("wb")
         processes.append(

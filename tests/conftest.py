@@ -17,6 +17,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.support.broker import delete_queues, topology_queues
+from tests.support.references import REFERENCE_SECRET
 from twoway.broker import connect
 from twoway.settings import TwowaySettings
 from twoway.storage import Document
@@ -48,6 +49,7 @@ def make_settings(servers: ServerUrls, database_name: str) -> Callable[..., Any]
             "mongo_database": database_name,
             "log_format": "console",
             "port": 0,
+            "reference_secret": REFERENCE_SECRET,
             **overrides,
         }
         return settings_class(**values)

@@ -23,6 +23,7 @@ from tests.deploy.project import (
     rendered_overlay,
     validate_resource,
 )
+from tests.support.references import REFERENCE_SECRET
 from twoway.topology import OUTBOUND_BULK_QUEUE, OUTBOUND_QUEUE, adapter_queue
 from twoway_ingress.settings import IngressSettings
 
@@ -273,6 +274,35 @@ POD_NETWORK_ADDRESSES = ["10.244.1.7", "10.42.0.9", "172.20.3.4", "192.168.7.2",
 """Where ingress controllers post from: kind/kubeadm/minikube, k3s, other CNIs, dual stack."""
 
 
+REFERENCE_SIGNERS = {"twoway-ingress", "twoway-outbound"}
+"""Outbound signs the references in delivery reports, ingress checks them: one shared key."""
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ingress_and_outbound_share_the_reference_secret_and_no_one_else_has_it(
+    overlay: str,
+) -> None:
+    resources = rendered_overlay(overlay)
+    sources = {
+        name(deployment): env(deployment)["TWOWAY_REFERENCE_SECRET"]["valueFrom"]
+        for deployment in of_kind(resources, "Deployment")
+        if "TWOWAY_REFERENCE_SECRET" in env(deployment)
+    }
+    assert set(sources) == REFERENCE_SIGNERS
+    assert [source["secretKeyRef"] for source in sources.values()] == [
+        {"name": "twoway-reference", "key": "secret"}
+    ] * len(REFERENCE_SIGNERS)
+    secrets = {name(secret): secret for secret in of_kind(resources, "Secret")}
+    if overlay == "dev":  # production creates it out of band (deploy/README.md)
+        assert "secret" in secrets["twoway-reference"]["data"]
+    compose = load_compose()["services"]
+    [shared] = {
+        compose[service]["environment"]["TWOWAY_REFERENCE_SECRET"]
+        for service in ("ingress", "outbound")
+    }
+    assert shared.startswith("${TWOWAY_REFERENCE_SECRET")
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_ingress_believes_the_forwarded_headers_of_the_ingress_controller_only(
     overlay: str, monkeypatch: pytest.MonkeyPatch
@@ -281,6 +311,7 @@ def test_ingress_believes_the_forwarded_headers_of_the_ingress_controller_only(
     address (allow_from refuses) and ignores X-Forwarded-Proto/Host (signatures fail)."""
     value = config_value(overlay, "TWOWAY_TRUSTED_PROXIES")
     monkeypatch.setenv("TWOWAY_TRUSTED_PROXIES", value)
+    monkeypatch.setenv("TWOWAY_REFERENCE_SECRET", REFERENCE_SECRET)
     proxies = [ip_network(network) for network in IngressSettings().trusted_proxies]
 
     def trusted(address: str) -> bool:

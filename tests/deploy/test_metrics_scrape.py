@@ -18,6 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.deploy.project import REPO, tool
 from tests.support.outbound_replicas import wait_ready
+from tests.support.references import REFERENCE_SECRET
 from tests.support.stack import Stack, gateways_file
 from twoway.storage import Document
 from twoway.topology import OUTBOUND_QUEUE, ROUTER_QUEUE, adapter_queue
@@ -109,6 +110,7 @@ async def system(
         "TWOWAY_INGRESS_URL": urls["ingress"],
         "TWOWAY_RECEIVE_GATEWAY": "sim",
         "TWOWAY_API_TOKEN": "metrics-test-token",
+        "TWOWAY_REFERENCE_SECRET": REFERENCE_SECRET,
         "TWOWAY_RETRY_DELAYS": "[1]",
         "TWOWAY_MAX_ATTEMPTS": "3",
     }

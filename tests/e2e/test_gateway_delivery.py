@@ -14,7 +14,6 @@ from aio_pika.abc import AbstractRobustConnection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.support.stack import Stack, just, running_stack
-from twoway.gateways.base import decode_reference
 from twoway.message_log import LOG_COLLECTION, MessageLog, MessageRecord
 from twoway.storage import Document
 from twoway_echo.adapter import adapter as echo_adapter
@@ -40,8 +39,9 @@ async def stack(
 
 def message_id_of(reply: dict[str, Any]) -> str:
     """Our message id, from the delivery-report URL the MT carried."""
-    [reference] = parse_qs(urlsplit(reply["params"]["dlr_url"]).query)["ref"]
-    return decode_reference(reference)[0]
+    [reference] = parse_qs(urlsplit(str(reply["params"]["dlr_url"])).query)["ref"]
+    message_id, _adapter, _signature = reference.rsplit(":", 2)
+    return message_id
 
 
 async def logged(stack: Stack, message_log: MessageLog, statuses: int) -> MessageRecord:

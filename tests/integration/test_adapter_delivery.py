@@ -26,11 +26,12 @@ from tests.support.broker import (
     queue_exists,
     queue_length,
 )
+from tests.support.references import REFERENCE_SECRET
 from tests.support.servers import serving
 from tests.support.waiting import until
 from twoway.broker import Publisher, Reject
 from twoway.gateways.base import delivery_event, encode_reference
-from twoway.gateways.config import GatewayConfig
+from twoway.gateways.config import GatewayConfig, GatewaySecrets
 from twoway.messages import DeliveryEvent, InboundSMS, OutboundSMS
 from twoway.sdk import Adapter, AdapterSettings, DeliveryContext, HandlerContext
 from twoway.topology import (
@@ -57,6 +58,7 @@ EVENTS = delivery_events_queue(NAME)
 SENDER = "+15551234567"
 FRIEND = "+15557654321"
 GATEWAY = GatewayConfig(id="sim", type="webhook", url="http://127.0.0.1:9/send")
+SECRETS = GatewaySecrets(parameters={}, reference_secret=REFERENCE_SECRET)
 
 
 def events_queues(adapter: str) -> list[str]:
@@ -187,10 +189,10 @@ async def test_the_adapter_receives_the_events_of_the_sms_it_sent(harness: Harne
     for outbound in (reply, to_friend):
         await harness.publish_event(outbound.event("sent", GATEWAY.id))
     await harness.publish_event(
-        delivery_event(GATEWAY, encode_reference(reply.message_id, reply.adapter), "delivered")
+        delivery_event(GATEWAY, SECRETS, encode_reference(GATEWAY, SECRETS, reply), "delivered")
     )
     await harness.publish_event(
-        delivery_event(GATEWAY, encode_reference(to_friend.message_id, NAME), "failed")
+        delivery_event(GATEWAY, SECRETS, encode_reference(GATEWAY, SECRETS, to_friend), "failed")
     )
 
     await until(lambda: len(harness.seen.events) == 4)

@@ -1,6 +1,7 @@
 """A gateway's delivery report through ingress, on a real broker and database: it is in the
 message log before it is published on `sms.events` and before the gateway hears 200; without the
-database it is 503 (the gateway retries) and nothing is published."""
+database it is 503 (the gateway retries) and nothing is published; with a reference we did not
+sign for the gateway it is 403, and neither logged nor published."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from aio_pika.abc import AbstractRobustConnection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.support.broker import drain, listening
+from tests.support.references import signed_reference
 from tests.support.servers import serving
 from twoway.message_log import LOG_COLLECTION, MessageLog
 from twoway.messages import DeliveryEvent
@@ -24,7 +27,8 @@ from twoway_ingress.settings import IngressSettings
 
 pytestmark = [pytest.mark.rabbit, pytest.mark.mongo]
 
-REPORT = {"ref": "01JDQ6AAAAAAAAAAAAAAAAAAAA:bank", "type": "1", "smsc_id": "ab12"}
+MESSAGE_ID = "01JDQ6AAAAAAAAAAAAAAAAAAAA"
+REPORT = {"ref": signed_reference("kannel", MESSAGE_ID, "bank"), "type": "1", "smsc_id": "ab12"}
 
 
 @pytest.fixture
@@ -52,14 +56,18 @@ async def events(amqp: AbstractRobustConnection) -> AsyncIterator[str]:
         yield queue
 
 
-async def post_report(settings: IngressSettings) -> tuple[int, Any]:
-    async with (
-        serving(create_app(settings)) as url,
-        aiohttp.ClientSession() as http,
-        http.get(f"{url}/gateways/kannel/status", params=REPORT) as response,
-    ):
-        body = await response.json() if response.content_type == "application/json" else None
-        return response.status, (body, response.headers.get("Retry-After"))
+async def post_reports(
+    settings: IngressSettings, *reports: dict[str, str]
+) -> list[tuple[int, Any, str | None]]:
+    """Each report in turn: its status, JSON body (None for another type) and Retry-After."""
+    answers = []
+    async with serving(create_app(settings)) as url, aiohttp.ClientSession() as http:
+        for report in reports:
+            async with http.get(f"{url}/gateways/kannel/status", params=report) as response:
+                json = response.content_type == "application/json"
+                body = await response.json() if json else None
+                answers.append((response.status, body, response.headers.get("Retry-After")))
+    return answers
 
 
 async def test_a_report_is_logged_then_published(
@@ -68,9 +76,9 @@ async def test_a_report_is_logged_then_published(
     amqp: AbstractRobustConnection,
     mongo_db: AsyncDatabase[Document],
 ) -> None:
-    status, _ = await post_report(ingress_settings())
+    [(status, _, _)] = await post_reports(ingress_settings(), REPORT)
     assert status == 200
-    record = await MessageLog(mongo_db[LOG_COLLECTION]).get("01JDQ6AAAAAAAAAAAAAAAAAAAA")
+    record = await MessageLog(mongo_db[LOG_COLLECTION]).get(MESSAGE_ID)
     assert record is not None  # written before the gateway was answered
     assert [entry["status"] for entry in record.history] == ["delivered"]
     assert (record.status, record.adapter, record.gateway_id, record.gateway_message_id) == (
@@ -89,12 +97,51 @@ async def test_without_the_database_a_report_is_503_and_not_published(
     amqp: AbstractRobustConnection,
 ) -> None:
     unreachable = "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=200"
-    status, (body, retry_after) = await post_report(ingress_settings(mongo_url=unreachable))
+    [(status, body, retry_after)] = await post_reports(
+        ingress_settings(mongo_url=unreachable), REPORT
+    )
     assert status == 503
     assert body["error"] == "database_unavailable"
     assert body["message"]
     assert int(retry_after or 0) > 0
     assert await _taken(amqp, events, 1) == []
+
+
+FORGED_ID = "01JDQ6FFFFFFFFFFFFFFFFFFFF"
+FORGERIES = (
+    ("made-up-message-id", {**REPORT, "ref": f"{FORGED_ID}:bank"}),
+    (
+        "signed-for-another-gateway",
+        {**REPORT, "ref": signed_reference("sim", FORGED_ID, "bank")},
+    ),
+    (
+        "signed-with-another-secret",
+        {**REPORT, "ref": signed_reference("kannel", FORGED_ID, "bank", "not-this-deployment")},
+    ),
+)
+
+
+@pytest.mark.parametrize("forged", [c[1] for c in FORGERIES], ids=[c[0] for c in FORGERIES])
+async def test_a_forged_report_is_403_and_neither_logged_nor_published(
+    ingress_settings: Callable[..., IngressSettings],
+    events: str,
+    amqp: AbstractRobustConnection,
+    mongo_db: AsyncDatabase[Document],
+    forged: dict[str, str],
+) -> None:
+    # The genuine report after it is published behind anything the forged one published.
+    with structlog.testing.capture_logs() as logs:
+        forged_answer, genuine_answer = await post_reports(ingress_settings(), forged, REPORT)
+    [refused] = [line for line in logs if line["event"] == "delivery_report_refused"]
+    assert (refused["gateway_id"], refused["log_level"]) == ("kannel", "warning")
+    assert forged["ref"] not in repr(logs)  # nothing of the post's body or query
+    status, body, _ = forged_answer
+    assert (status, body["error"]) == (403, "bad_reference")
+    assert genuine_answer[0] == 200
+    message_log = MessageLog(mongo_db[LOG_COLLECTION])
+    assert await message_log.get(FORGED_ID) is None
+    [first, *_] = await _taken(amqp, events, 1)
+    assert first.outbound_id == MESSAGE_ID
 
 
 async def _taken(amqp: AbstractRobustConnection, queue: str, expect: int) -> list[DeliveryEvent]:

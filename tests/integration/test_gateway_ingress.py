@@ -24,6 +24,7 @@ from twilio.request_validator import RequestValidator
 from vonage_http_client import Auth  # type: ignore[import-untyped]
 
 from tests.support.broker import drain, queue_length
+from tests.support.references import signed_reference
 from tests.support.servers import serving
 from twoway.messages import DeliveryEvent, InboundSMS, utc_now
 from twoway.service import AMQP_CONNECTION
@@ -156,7 +157,8 @@ async def test_kannel_delivery_report_is_a_delivery_event(
     ingress: tuple[str, aiohttp.ClientSession], amqp: AbstractRobustConnection
 ) -> None:
     url, http = ingress
-    query = {"token": "k-token", "ref": "01JDQ6:bank", "type": "1", "smsc_id": "ab12"}
+    reference = signed_reference("kannel", "01JDQ6", "bank")
+    query = {"token": "k-token", "ref": reference, "type": "1", "smsc_id": "ab12"}
     async with http.get(f"{url}/gateways/kannel/status", params=query) as response:
         assert response.status == 200
     [document] = await captured(amqp, 1)
@@ -329,6 +331,24 @@ BAD_POSTS: tuple[tuple[Any, ...], ...] = (
         422,
     ),
     ("kannel-unknown-dlr-type", "kannel/status?token=k-token&ref=r&type=3", {}, 422),
+    ("kannel-dlr-without-reference", "kannel/status?token=k-token&type=1", {}, 422),
+    ("kannel-unsigned-reference", "kannel/status?token=k-token&ref=01JDQ6:bank&type=1", {}, 403),
+    (
+        "infobip-reference-for-another-gateway",
+        "infobip/status",
+        {
+            "json": {
+                "results": [
+                    {
+                        "messageId": "01JDQ6",
+                        "status": {"groupName": "DELIVERED"},
+                        "callbackData": signed_reference("kannel", "01JDQ6", "bank"),
+                    }
+                ]
+            }
+        },
+        403,
+    ),
     (
         "form-unknown-charset",
         "kannel/inbound?token=k-token",

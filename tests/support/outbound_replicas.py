@@ -23,6 +23,7 @@ import aiohttp
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
+from tests.support.references import REFERENCE_SECRET
 from tests.support.servers import serving
 from twoway.broker import Publisher
 from twoway.messages import OutboundSMS
@@ -82,6 +83,7 @@ def outbound_processes(
             "TWOWAY_PORT": str(port),
             "TWOWAY_LOG_LEVEL": "WARNING",
             "TWOWAY_GATEWAYS_FILE": str(gateways),
+            "TWOWAY_REFERENCE_SECRET": REFERENCE_SECRET,
         }
         log = (folder / f"outbound-{port}.log").open("wb")
         command = [sys.executable, "-m", "twoway_outbound"]

@@ -19,6 +19,8 @@ from twoway.gateways.mobilefirst import build_requests
 from twoway.gateways.results import classify_status, parse_retry_after
 from twoway.messages import OutboundSMS
 
+KEY = "test-reference-secret"
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 TWO_GATEWAYS = """
@@ -191,18 +193,27 @@ def test_secrets_from_environment() -> None:
         inbound={"token": "GW_INBOUND"},
     )
     environ = {"GW_PASSWORD": "s3cret", "GW_KEY": "k", "GW_TOKEN": "t", "GW_INBOUND": "i"}
-    assert config.secrets(environ) == GatewaySecrets(
+    assert config.secrets(environ, reference_secret=KEY) == GatewaySecrets(
         parameters={"password": "s3cret", "key": "k"},
+        reference_secret=KEY,
         secret="t",
         signature_secret="t",
         inbound_token="i",
     )
-    assert gateway().secrets({}) == GatewaySecrets(parameters={})
+    assert gateway().secrets({}, reference_secret=KEY) == GatewaySecrets(
+        parameters={}, reference_secret=KEY
+    )
+
+
+def test_secrets_need_a_reference_secret_and_never_show_it() -> None:
+    with pytest.raises(ValueError, match="reference_secret"):
+        gateway().secrets({}, reference_secret="")
+    assert KEY not in repr(gateway().secrets({}, reference_secret=KEY))
 
 
 def test_signature_secret_of_its_own() -> None:
     config = gateway(secret="GW_TOKEN", signature_secret="GW_SIGNING")
-    secrets = config.secrets({"GW_TOKEN": "t", "GW_SIGNING": "s"})
+    secrets = config.secrets({"GW_TOKEN": "t", "GW_SIGNING": "s"}, reference_secret=KEY)
     assert (secrets.secret, secrets.signature_secret) == ("t", "s")
 
 
@@ -219,7 +230,7 @@ def test_signature_secret_of_its_own() -> None:
 def test_missing_secret_names_the_variable(fields: dict[str, Any]) -> None:
     config = gateway(**fields)
     with pytest.raises(KeyError) as caught:
-        config.secrets({"GW_KEY": "k"})
+        config.secrets({"GW_KEY": "k"}, reference_secret=KEY)
     assert "GW_PASSWORD" in str(caught.value)
     assert "GW_KEY" not in str(caught.value)
     assert "'sim'" in str(caught.value)
@@ -295,7 +306,7 @@ REQUEST_CASES = (
 def test_build_request(case: RequestCase) -> None:
     config = gateway(**case.gateway)
     message = OutboundSMS(to="+14155552671", text="hi", **case.message)
-    secrets = GatewaySecrets(parameters=case.secrets)
+    secrets = GatewaySecrets(parameters=case.secrets, reference_secret=KEY)
     url = "http://127.0.0.1:8090/sendSMS"
     expected = (
         GatewayRequest("GET", url, params=case.params)

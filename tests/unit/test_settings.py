@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+from tests.support.references import REFERENCE_SECRET
 from twoway.settings import TwowaySettings, WorkerSettings
 from twoway_gateway_sim.settings import GatewaySimSettings
 from twoway_ingress.settings import IngressSettings
@@ -18,10 +19,12 @@ from twoway_router.settings import RouterSettings
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Defaults must not depend on whatever TWOWAY_ variables the shell running the tests has."""
+    """Defaults must not depend on whatever TWOWAY_ variables the shell running the tests has;
+    only the reference secret ingress and outbound cannot start without is set."""
     for name in list(os.environ):
         if name.upper().startswith("TWOWAY_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("TWOWAY_REFERENCE_SECRET", REFERENCE_SECRET)
 
 
 def test_defaults() -> None:
@@ -51,6 +54,26 @@ def test_defaults() -> None:
 )
 def test_default_ports(settings_class: type[Any], port: int) -> None:
     assert settings_class().port == port
+
+
+@pytest.mark.parametrize(
+    "settings_class", [IngressSettings, OutboundSettings], ids=["ingress", "outbound"]
+)
+@pytest.mark.parametrize("secret", [None, "", "short"], ids=["unset", "empty", "too-short"])
+def test_no_signing_service_starts_without_a_reference_secret(
+    settings_class: type[Any], secret: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TWOWAY_REFERENCE_SECRET")
+    if secret is not None:
+        monkeypatch.setenv("TWOWAY_REFERENCE_SECRET", secret)
+    with pytest.raises(ValidationError, match="reference_secret"):
+        settings_class()
+
+
+def test_the_reference_secret_is_read_but_never_shown() -> None:
+    settings = IngressSettings()
+    assert settings.reference_secret.get_secret_value() == REFERENCE_SECRET
+    assert REFERENCE_SECRET not in repr(settings)
 
 
 ENV_CASES = (

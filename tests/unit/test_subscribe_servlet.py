@@ -131,16 +131,21 @@ def test_off_is_the_default() -> None:
 )
 def test_subscribe_settings(fields: dict[str, Any], valid: bool) -> None:
     if valid:
-        IngressSettings(**fields)
+        IngressSettings(**SECRET, **fields)
     else:
         with pytest.raises(ValidationError):
-            IngressSettings(**fields)
+            IngressSettings(**SECRET, **fields)
+
+
+SECRET = {"reference_secret": "r" * 16}
 
 
 def app_with_sim_gateway(settings: IngressSettings) -> web.Application:
     app = web.Application()
     sim = GatewayConfig(id="sim", type="mobilefirst-http", url="http://127.0.0.1:9/sendSMS")
-    gateway = Gateway(sim, DIALECTS[sim.type], GatewaySecrets(parameters={}))
+    gateway = Gateway(
+        sim, DIALECTS[sim.type], GatewaySecrets(parameters={}, reference_secret="r" * 16)
+    )
     app[ENDPOINTS] = GatewayEndpoints({"sim": gateway}, settings, ())
     return app
 
@@ -156,7 +161,7 @@ def app_with_sim_gateway(settings: IngressSettings) -> web.Application:
 def test_only_an_open_mode_sets_up_subscriptions(
     fields: dict[str, Any], needs_database: bool
 ) -> None:
-    settings = IngressSettings(**fields)
+    settings = IngressSettings(**SECRET, **fields)
     app = app_with_sim_gateway(settings)
     add_subscribe_route(app, settings)
     assert [
@@ -167,7 +172,7 @@ def test_only_an_open_mode_sets_up_subscriptions(
 
 
 async def test_off_refuses_every_request() -> None:
-    settings = IngressSettings(subscribe_mode="off")
+    settings = IngressSettings(**SECRET, subscribe_mode="off")
     app = app_with_sim_gateway(settings)
     add_subscribe_route(app, settings)
     request = make_mocked_request(
@@ -180,7 +185,7 @@ async def test_off_refuses_every_request() -> None:
 
 
 def test_gateway_mode_needs_a_configured_gateway() -> None:
-    settings = IngressSettings(subscribe_mode="gateway", subscribe_gateway="kannel")
+    settings = IngressSettings(**SECRET, subscribe_mode="gateway", subscribe_gateway="kannel")
     with pytest.raises(ValueError, match="kannel"):
         add_subscribe_route(app_with_sim_gateway(settings), settings)
 

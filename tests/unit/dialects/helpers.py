@@ -6,12 +6,12 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from twoway.gateways.base import WebhookRequest
+from tests.support.references import REFERENCE_SECRET
+from twoway.gateways.base import WebhookRequest, encode_reference
 from twoway.gateways.config import GatewayConfig, GatewaySecrets
 from twoway.messages import OutboundSMS
 
 MESSAGE_ID = "01JDQ6R5Z8X0M4N3K2P1Q0R9S8"
-REFERENCE = f"{MESSAGE_ID}:bank"
 PUBLIC = "https://sms.example.com"
 REGION = "US"
 OWN_NUMBERS = ["12345", "+15017122661", "+447700900000", "+385921004026"]
@@ -41,10 +41,21 @@ def outbound(**fields: Any) -> OutboundSMS:
 def secrets(secret: str | None = "s3cret", **fields: Any) -> GatewaySecrets:
     return GatewaySecrets(
         parameters=fields.pop("parameters", {}),
+        reference_secret=fields.pop("reference_secret", REFERENCE_SECRET),
         secret=secret,
         signature_secret=fields.pop("signature_secret", secret),
         **fields,
     )
+
+
+def reference(config: GatewayConfig) -> str:
+    """What outbound gives `config`'s gateway for `outbound()` (message MESSAGE_ID of `bank`)."""
+    return encode_reference(config, secrets(), outbound())
+
+
+def ref_query(config: GatewayConfig) -> str:
+    """`ref=<reference>` as our status URLs carry it."""
+    return urlencode({"ref": reference(config)})
 
 
 def form_post(

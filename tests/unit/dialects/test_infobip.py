@@ -9,11 +9,11 @@ import pytest
 from tests.unit.dialects.helpers import (
     MESSAGE_ID,
     PUBLIC,
-    REFERENCE,
     REGION,
     gateway,
     json_post,
     outbound,
+    reference,
     secrets,
 )
 from twoway.gateways import infobip
@@ -74,7 +74,7 @@ def report(group: str, name: str, error: dict[str, Any] | None = None) -> dict[s
             "description": "No Error",
             "permanent": False,
         },
-        "callbackData": REFERENCE,
+        "callbackData": reference(CONFIG),
     }
 
 
@@ -84,10 +84,11 @@ BUILD_CASES: tuple[tuple[Any, ...], ...] = (
         {"public_url": PUBLIC, "default_sender": "InfoSMS"},
         {
             "sender": "InfoSMS",
-            "webhooks": {"delivery": {"url": STATUS_URL}, "callbackData": REFERENCE},
+            "webhooks": {"delivery": {"url": STATUS_URL}, "callbackData": reference(CONFIG)},
         },
     ),
-    ("bare", {}, {}),
+    # reports to a URL set up in Infobip's portal carry callbackData too
+    ("bare", {}, {"webhooks": {"callbackData": reference(CONFIG)}}),
 )
 
 
@@ -186,7 +187,7 @@ STATUS_CASES = (
     ("result", "status", "detail"), [c[1:] for c in STATUS_CASES], ids=[c[0] for c in STATUS_CASES]
 )
 def test_parse_status(result: dict[str, Any], status: str, detail: str) -> None:
-    [event] = infobip.parse_status(CONFIG, json_post(STATUS_URL, {"results": [result]}))
+    [event] = infobip.parse_status(CONFIG, json_post(STATUS_URL, {"results": [result]}), secrets())
     assert (event.outbound_id, event.adapter, event.status, event.detail) == (
         MESSAGE_ID,
         "bank",
@@ -195,12 +196,12 @@ def test_parse_status(result: dict[str, Any], status: str, detail: str) -> None:
     )
 
 
-def test_status_without_callback_data_uses_our_message_id() -> None:
+def test_status_without_callback_data_is_refused_though_it_names_our_message_id() -> None:
     result = {
         key: value for key, value in report("DELIVERED", "D").items() if key != "callbackData"
     }
-    [event] = infobip.parse_status(CONFIG, json_post(STATUS_URL, {"results": [result]}))
-    assert (event.outbound_id, event.adapter) == (MESSAGE_ID, None)
+    with pytest.raises(InvalidWebhook, match="callbackData"):
+        infobip.parse_status(CONFIG, json_post(STATUS_URL, {"results": [result]}), secrets())
 
 
 @pytest.mark.parametrize(
@@ -222,4 +223,4 @@ def test_status_without_callback_data_uses_our_message_id() -> None:
 )
 def test_parse_status_refuses(document: dict[str, Any]) -> None:
     with pytest.raises(InvalidWebhook):
-        infobip.parse_status(CONFIG, json_post(STATUS_URL, document))
+        infobip.parse_status(CONFIG, json_post(STATUS_URL, document), secrets())

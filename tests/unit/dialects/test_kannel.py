@@ -7,7 +7,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.unit.dialects.helpers import MESSAGE_ID, PUBLIC, REGION, gateway, get, outbound, secrets
+from tests.unit.dialects.helpers import (
+    MESSAGE_ID,
+    PUBLIC,
+    REGION,
+    gateway,
+    get,
+    outbound,
+    ref_query,
+    secrets,
+)
 from twoway.gateways import kannel
 from twoway.gateways.base import GatewayResponse, InvalidWebhook, WebhookRequest
 from twoway.gateways.encoding import segment
@@ -19,7 +28,7 @@ CONFIG = gateway(
     secret="KANNEL_PASSWORD",
     parameters={"smsc": "smsc1"},
 )
-DLR_URL = f"{PUBLIC}/gateways/kannel/status?ref={MESSAGE_ID}%3Abank&type=%d&smsc_id=%F&answer=%A"
+DLR_URL = f"{PUBLIC}/gateways/kannel/status?{ref_query(CONFIG)}&type=%d&smsc_id=%F&answer=%A"
 
 
 def query(url: str) -> dict[str, list[str]]:
@@ -185,7 +194,7 @@ def test_parse_inbound_refuses(request_: WebhookRequest) -> None:
 
 def dlr(kind: str, answer: str = "") -> WebhookRequest:
     return get(
-        f"{PUBLIC}/gateways/kannel/status?ref={MESSAGE_ID}%3Abank&type={kind}"
+        f"{PUBLIC}/gateways/kannel/status?{ref_query(CONFIG)}&type={kind}"
         f"&smsc_id=0A1B2C&answer={answer}"
     )
 
@@ -211,7 +220,7 @@ DLR_CASES = (
     ids=[c[0] for c in DLR_CASES],
 )
 def test_parse_status(kind: str, answer: str, status: str, detail: str) -> None:
-    [event] = kannel.parse_status(CONFIG, dlr(kind, answer))
+    [event] = kannel.parse_status(CONFIG, dlr(kind, answer), secrets())
     assert (event.outbound_id, event.adapter, event.status, event.detail) == (
         MESSAGE_ID,
         "bank",
@@ -228,7 +237,7 @@ def test_parse_status(kind: str, answer: str, status: str, detail: str) -> None:
 )
 def test_parse_status_refuses(request_: WebhookRequest) -> None:
     with pytest.raises(InvalidWebhook):
-        kannel.parse_status(CONFIG, request_)
+        kannel.parse_status(CONFIG, request_, secrets())
 
 
 def test_answer_is_empty_so_kannel_sends_no_reply() -> None:
@@ -242,6 +251,6 @@ def test_the_dlr_url_carries_the_inbound_token() -> None:
     keys = secrets("pw", inbound_token="k-token")
     [request] = kannel.build_requests(config, sms, segment(sms.text), keys)
     assert query(request.full_url())["dlr-url"] == [
-        f"{PUBLIC}/gateways/kannel/status?token=k-token&ref={MESSAGE_ID}%3Abank"
+        f"{PUBLIC}/gateways/kannel/status?token=k-token&{ref_query(CONFIG)}"
         "&type=%d&smsc_id=%F&answer=%A"
     ]

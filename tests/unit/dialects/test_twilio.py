@@ -15,6 +15,7 @@ from tests.unit.dialects.helpers import (
     form_post,
     gateway,
     outbound,
+    ref_query,
     secrets,
 )
 from twoway.gateways import twilio
@@ -26,7 +27,7 @@ TOKEN = "12345"
 CONFIG = gateway(
     "twilio", account=ACCOUNT, secret="TWILIO_AUTH_TOKEN", url="https://api.twilio.com"
 )
-CALLBACK = f"{PUBLIC}/gateways/twilio/status?ref={MESSAGE_ID}%3Abank"
+CALLBACK = f"{PUBLIC}/gateways/twilio/status?{ref_query(CONFIG)}"
 
 INBOUND = {  # Twilio's documented incoming-message webhook parameters
     "ToCountry": "US",
@@ -189,7 +190,7 @@ STATUS_CASES: tuple[tuple[Any, ...], ...] = (
     ids=[c[0] for c in STATUS_CASES],
 )
 def test_parse_status(twilio_status: str, extra: dict[str, str], status: str, detail: str) -> None:
-    [event] = twilio.parse_status(CONFIG, status_post(twilio_status, **extra))
+    [event] = twilio.parse_status(CONFIG, status_post(twilio_status, **extra), secrets())
     assert (event.outbound_id, event.adapter, event.status, event.detail) == (
         MESSAGE_ID,
         "bank",
@@ -200,7 +201,7 @@ def test_parse_status(twilio_status: str, extra: dict[str, str], status: str, de
 
 
 def test_inbound_status_values_make_no_event() -> None:
-    assert twilio.parse_status(CONFIG, status_post("received")) == []
+    assert twilio.parse_status(CONFIG, status_post("received"), secrets()) == []
 
 
 SIGNED_URLS = (

@@ -15,13 +15,13 @@ from vonage_http_client import Auth  # type: ignore[import-untyped]
 from tests.unit.dialects.helpers import (
     MESSAGE_ID,
     PUBLIC,
-    REFERENCE,
     REGION,
     form_post,
     gateway,
     get,
     json_post,
     outbound,
+    reference,
     secrets,
 )
 from twoway.gateways import vonage
@@ -55,7 +55,7 @@ RECEIPT = {  # Vonage's documented delivery receipt fields
     "scts": "2001011400",
     "err-code": "0",
     "api-key": "abcd1234",
-    "client-ref": REFERENCE,
+    "client-ref": reference(CONFIG),
     "message-timestamp": "2020-01-01 12:00:00 +0000",
 }
 
@@ -86,7 +86,7 @@ def test_build_requests(
         "api_secret": "sec",
         "to": "14155552671",
         "text": "Your balance is 12.00",
-        "client-ref": REFERENCE,
+        "client-ref": reference(CONFIG),
         **fields,
     }
     assert request == GatewayRequest("POST", "https://rest.nexmo.com/sms/json", form=expected)
@@ -173,7 +173,7 @@ STATUS_CASES = (
 )
 def test_parse_status(vonage_status: str, error: str, status: str, detail: str) -> None:
     receipt = {**RECEIPT, "status": vonage_status, "err-code": error}
-    [event] = vonage.parse_status(CONFIG, json_post(STATUS_URL, receipt))
+    [event] = vonage.parse_status(CONFIG, json_post(STATUS_URL, receipt), secrets())
     assert (event.outbound_id, event.adapter, event.status, event.detail) == (
         MESSAGE_ID,
         "bank",
@@ -186,7 +186,7 @@ def test_parse_status(vonage_status: str, error: str, status: str, detail: str) 
 def test_parse_status_needs_our_reference() -> None:
     receipt = {key: value for key, value in RECEIPT.items() if key != "client-ref"}
     with pytest.raises(InvalidWebhook, match="client-ref"):
-        vonage.parse_status(CONFIG, json_post(STATUS_URL, receipt))
+        vonage.parse_status(CONFIG, json_post(STATUS_URL, receipt), secrets())
 
 
 SIGNATURE_SECRET = "whsec"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from tests.unit.dialects.helpers import (
     get,
     json_post,
     outbound,
+    ref_query,
     secrets,
 )
 from twoway.gateways import mobilefirst, webhook
@@ -25,7 +27,7 @@ from twoway.gateways.base import GatewayRequest, GatewayResponse, InvalidWebhook
 from twoway.gateways.encoding import segment
 
 CONFIG = gateway("webhook", url="https://bridge.example.com/sms", public_url=PUBLIC)
-STATUS = f"{PUBLIC}/gateways/webhook/status?ref={MESSAGE_ID}%3Abank"
+STATUS = f"{PUBLIC}/gateways/webhook/status?{ref_query(CONFIG)}"
 
 
 def test_build_requests() -> None:
@@ -114,23 +116,33 @@ MOBILEFIRST = gateway(
     "mobilefirst-http", to_param="dest", from_param="src", text_param="msg", status_param="dlr"
 )
 
-STATUS_CASES = (
-    ("get", get(f"{STATUS}&status=delivered&id=g-1"), "delivered", "g-1"),
-    ("form", form_post(STATUS, {"status": "FAILED", "detail": "no route"}), "failed", None),
-    ("json", json_post(STATUS, {"status": "expired"}), "expired", None),
+MOBILEFIRST_STATUS = f"{PUBLIC}/gateways/mobilefirst-http/status?{ref_query(MOBILEFIRST)}"
+
+STATUS_CASES: tuple[tuple[str, Callable[[str], WebhookRequest], str, str | None], ...] = (
+    ("get", lambda url: get(f"{url}&status=delivered&id=g-1"), "delivered", "g-1"),
+    (
+        "form",
+        lambda url: form_post(url, {"status": "FAILED", "detail": "no route"}),
+        "failed",
+        None,
+    ),
+    ("json", lambda url: json_post(url, {"status": "expired"}), "expired", None),
 )
 
 
 @pytest.mark.parametrize(
-    ("request_", "status", "gateway_id"),
+    ("post", "status", "gateway_id"),
     [c[1:] for c in STATUS_CASES],
     ids=[c[0] for c in STATUS_CASES],
 )
 def test_mobilefirst_and_webhook_status(
-    request_: WebhookRequest, status: str, gateway_id: str | None
+    post: Callable[[str], WebhookRequest], status: str, gateway_id: str | None
 ) -> None:
-    for dialect in (mobilefirst, webhook):
-        [event] = dialect.parse_status(MOBILEFIRST, request_)
+    for dialect, config, url in (
+        (mobilefirst, MOBILEFIRST, MOBILEFIRST_STATUS),
+        (webhook, CONFIG, STATUS),
+    ):
+        [event] = dialect.parse_status(config, post(url), secrets())
         assert (event.outbound_id, event.adapter, event.status, event.gateway_message_id) == (
             MESSAGE_ID,
             "bank",
@@ -141,12 +153,16 @@ def test_mobilefirst_and_webhook_status(
 
 @pytest.mark.parametrize(
     "request_",
-    [get(f"{STATUS}&status=lost"), get(f"{PUBLIC}/s?status=delivered"), get(STATUS)],
+    [
+        get(f"{MOBILEFIRST_STATUS}&status=lost"),
+        get(f"{PUBLIC}/s?status=delivered"),
+        get(MOBILEFIRST_STATUS),
+    ],
     ids=["unknown-status", "no-reference", "no-status"],
 )
 def test_status_refused(request_: WebhookRequest) -> None:
     with pytest.raises(InvalidWebhook):
-        mobilefirst.parse_status(MOBILEFIRST, request_)
+        mobilefirst.parse_status(MOBILEFIRST, request_, secrets())
 
 
 def test_mobilefirst_inbound_uses_configured_names() -> None:
@@ -170,7 +186,4 @@ def test_mobilefirst_status_url_parameter() -> None:
     config = MOBILEFIRST.model_copy(update={"public_url": PUBLIC})
     sms = outbound()
     [request] = mobilefirst.build_requests(config, sms, segment(sms.text), secrets())
-    assert (
-        request.params["dlr"]
-        == f"{PUBLIC}/gateways/mobilefirst-http/status?ref={MESSAGE_ID}%3Abank"
-    )
+    assert request.params["dlr"] == MOBILEFIRST_STATUS

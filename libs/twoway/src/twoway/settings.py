@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from twoway.tracing import Exporter
@@ -48,4 +48,16 @@ class WorkerSettings(TwowaySettings):
     port: int = Field(default=0, ge=0, le=65535)
     shutdown_grace: float = Field(
         default=10.0, gt=0, description="Seconds to finish in-flight work"
+    )
+
+
+class ReferenceSettings(TwowaySettings):
+    """A service that signs (outbound) or checks (ingress) the reference a gateway carries into
+    its delivery reports (`twoway.gateways.base.encode_reference`)."""
+
+    reference_secret: SecretStr = Field(
+        min_length=16,
+        description="TWOWAY_REFERENCE_SECRET: the deployment's key for delivery-report "
+        "references, the same in ingress and outbound (required: neither starts without it; "
+        "changing it makes ingress refuse reports for messages sent before)",
     )

@@ -3,11 +3,13 @@
 A gateway posts MO (inbound) or delivery reports (status) in its own shape; its dialect
 (`twoway.gateways.DIALECTS`) parses them into `InboundSMS` (to `sms.inbound`) or `DeliveryEvent`
 (written to the message log, then published on `sms.events`). Answers: 404 JSON for an unknown
-gateway; 403 when the post fails the gateway's authenticity checks (logged with the reason, never
-the body); 400/422 JSON for a post we cannot understand; 503 when the broker did not confirm, or
-for a delivery report when the database is unreachable (the gateway retries); otherwise the
-answer the gateway expects (an empty body for Kannel, so that it sends no reply SMS; empty TwiML
-for Twilio), only once every message of the post is confirmed.
+gateway; 403 when the post fails the gateway's authenticity checks, or a delivery report's
+reference is not one we signed for this gateway (`ForgedReference`: none of the post's reports is
+logged or published); each 403 is logged with the reason, never the body. 400/422 JSON for a post
+we cannot understand; 503 when the broker did not confirm, or for a delivery report when the
+database is unreachable (the gateway retries); otherwise the answer the gateway expects (an empty
+body for Kannel, so that it sends no reply SMS; empty TwiML for Twilio), only once every message
+of the post is confirmed.
 
 A part of a long SMS (a dialect's `message_part`, Vonage's `concat` fields) is answered once it
 is stored in MongoDB (503 while it cannot be); the post that completes the set publishes the
@@ -32,7 +34,7 @@ from twoway import metrics
 from twoway.broker import PublishFailed
 from twoway.gateways import DIALECTS, Dialect
 from twoway.gateways.authenticity import check_configuration, refusal
-from twoway.gateways.base import InvalidWebhook, WebhookAnswer, WebhookRequest
+from twoway.gateways.base import ForgedReference, InvalidWebhook, WebhookAnswer, WebhookRequest
 from twoway.gateways.config import GatewayConfig, GatewaysConfig, GatewaySecrets
 from twoway.gateways.parts import MessagePart, part_reader
 from twoway.logs import bound_message_ids
@@ -274,11 +276,23 @@ async def gateway_inbound(request: web.Request) -> web.Response:
     return await accept_inbound(request, request.match_info["gateway_id"], _dialect_answer)
 
 
+def _delivery_reports(gateway: Gateway, webhook: WebhookRequest) -> list[DeliveryEvent]:
+    """The post's reports; a forged reference is logged (never the body) before the 403."""
+    try:
+        return gateway.dialect.parse_status(gateway.config, webhook, gateway.secrets)
+    except ForgedReference as error:
+        log.warning(
+            "delivery_report_refused",
+            gateway_id=gateway.config.id,
+            reason=str(error),
+            remote=webhook.remote,
+        )
+        raise
+
+
 async def gateway_status(request: web.Request) -> web.Response:
     gateway, webhook = await accept(request, request.match_info["gateway_id"])
-    events: list[DeliveryEvent] = _parsed(
-        lambda: gateway.dialect.parse_status(gateway.config, webhook)
-    )
+    events = _parsed(lambda: _delivery_reports(gateway, webhook))
     try:  # one report per message: they share the log's next batch
         await asyncio.gather(*(request.app[MESSAGE_LOG].add(event) for event in events))
     except ConnectionFailure as error:
@@ -307,7 +321,9 @@ def add_gateway_routes(
     app: web.Application, gateways: GatewaysConfig, settings: IngressSettings
 ) -> None:
     """Register the routes; fails at start on a missing secret or an impossible check."""
-    secrets = gateways.secrets(os.environ)
+    secrets = gateways.secrets(
+        os.environ, reference_secret=settings.reference_secret.get_secret_value()
+    )
     configured: dict[str, Gateway] = {}
     for config in gateways.gateways:
         dialect = DIALECTS[config.type]

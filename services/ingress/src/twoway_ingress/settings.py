@@ -4,12 +4,12 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from twoway.settings import TwowaySettings
+from twoway.settings import ReferenceSettings
 
 SubscribeMode = Literal["off", "gateway", "public"]
 
 
-class IngressSettings(TwowaySettings):
+class IngressSettings(ReferenceSettings):
     """Settings of the ingress service (`TWOWAY_` environment variables)."""
 
     port: int = Field(default=8080, ge=0, le=65535)

@@ -85,7 +85,9 @@ def _stores_context(settings: OutboundSettings, gateways: GatewaysConfig) -> Cle
 def create_app(settings: OutboundSettings) -> web.Application:
     """Fails at once, before connecting, if the gateways file or a secret is missing."""
     gateways = load_gateways(settings.gateways_file)
-    secrets = gateways.secrets(os.environ)
+    secrets = gateways.secrets(
+        os.environ, reference_secret=settings.reference_secret.get_secret_value()
+    )
     app = create_base_app()
     retries = RetryPolicy(settings.retry_delays, settings.max_attempts, settings.retry_max_age)
 

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from twoway.settings import WorkerSettings
+from twoway.settings import ReferenceSettings, WorkerSettings
 
 
-class OutboundSettings(WorkerSettings):
+class OutboundSettings(WorkerSettings, ReferenceSettings):
     """Settings of the outbound service (`TWOWAY_` environment variables)."""
 
     port: int = Field(default=9102, ge=0, le=65535)

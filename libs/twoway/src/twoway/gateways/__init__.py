@@ -44,7 +44,7 @@ class Dialect(Protocol):
     ) -> list[InboundSMS]: ...
 
     def parse_status(
-        self, gateway: GatewayConfig, request: WebhookRequest
+        self, gateway: GatewayConfig, request: WebhookRequest, secrets: GatewaySecrets
     ) -> list[DeliveryEvent]: ...
 
     def check_signature(

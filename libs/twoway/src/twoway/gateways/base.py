@@ -6,12 +6,16 @@ gateway's HTTP call, already read) and gets back `InboundSMS`es or `DeliveryEven
 `WebhookAnswer` the gateway expects. A post that cannot be understood raises `InvalidWebhook`.
 
 Our own message id travels through every gateway that reports deliveries (in the status callback
-URL, a client reference or callback data) as a *reference*: the message id, and the adapter that
-sent it when there is one, so that a delivery report reaches that adapter's events.
+URL, a client reference or callback data) as a *reference*: the message id, the adapter that sent
+it (so that a delivery report reaches that adapter's events) and a signature binding both to the
+gateway, keyed with the deployment's reference secret. A report whose reference we did not sign
+for that gateway is refused (`ForgedReference`): nobody else can report on our messages, or on
+messages we never sent. A report's `detail` is cut to `MAX_DETAIL` characters.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -62,6 +66,16 @@ class InvalidWebhook(ValueError):
         self.code = code
         self.status = status
         self.field = field
+
+
+class ForgedReference(InvalidWebhook):
+    """A delivery report whose reference we did not sign for this gateway (ingress answers 403:
+    like a failed webhook signature, the post is not from the gateway we sent through)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the reference is not one we gave this gateway", code="bad_reference", status=403
+        )
 
 
 @dataclass(frozen=True)
@@ -163,17 +177,41 @@ def empty_answer(kind: str) -> WebhookAnswer:
     return EMPTY_ANSWER
 
 
-def encode_reference(message_id: str, adapter: str | None) -> str:
-    """Our reference for a message, carried by the gateway into its delivery reports."""
-    return f"{message_id}:{adapter or ''}"
+REFERENCE_SIGNATURE_BYTES = 16
+"""128 bits of HMAC-SHA256, 22 base64url characters: a reference (a 26-character ULID, the
+adapter, the signature) fits Vonage's 100-character `client-ref` for adapter names up to 50."""
+
+MAX_DETAIL = 200
+"""Characters of a delivery report's `detail` kept (the rest of a gateway's text is dropped)."""
 
 
-def decode_reference(reference: str) -> tuple[str, str | None]:
-    """(message id, adapter) from `encode_reference` (adapter names never contain ':'); a bare
-    message id (a gateway that echoes our id as its own) has no adapter."""
-    message_id, _, adapter = reference.rpartition(":")
-    if not message_id:
-        return reference, None
+def _reference_signature(
+    gateway: GatewayConfig, secrets: GatewaySecrets, message_id: str, adapter: str
+) -> str:
+    payload = json.dumps(["twoway-reference", gateway.id, message_id, adapter]).encode()
+    digest = hmac.new(secrets.reference_secret.encode(), payload, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:REFERENCE_SIGNATURE_BYTES]).rstrip(b"=").decode()
+
+
+def encode_reference(gateway: GatewayConfig, secrets: GatewaySecrets, message: OutboundSMS) -> str:
+    """Our reference for a message sent through `gateway`, carried into its delivery reports:
+    `<message id>:<adapter>:<signature>` (adapter names and base64url never contain ':')."""
+    adapter = message.adapter or ""
+    signature = _reference_signature(gateway, secrets, message.message_id, adapter)
+    return f"{message.message_id}:{adapter}:{signature}"
+
+
+def decode_reference(
+    gateway: GatewayConfig, secrets: GatewaySecrets, reference: str
+) -> tuple[str, str | None]:
+    """(message id, adapter) of a reference `encode_reference` made for this gateway;
+    `ForgedReference` for any other: unsigned (a bare message id, even from a gateway that
+    echoes our id as its own), altered, truncated, or signed for another gateway."""
+    signed, _, signature = reference.rpartition(":")
+    message_id, _, adapter = signed.rpartition(":")
+    expected = _reference_signature(gateway, secrets, message_id, adapter)
+    if not message_id or not same(expected, signature):
+        raise ForgedReference
     return message_id, adapter or None
 
 
@@ -195,7 +233,7 @@ def status_url(
     base = callback_url(gateway, secrets)
     if base is None:
         return None
-    reference = urlencode({"ref": encode_reference(message.message_id, message.adapter)})
+    reference = urlencode({"ref": encode_reference(gateway, secrets, message)})
     return f"{base}{'&' if '?' in base else '?'}{reference}{extra}"
 
 
@@ -341,13 +379,16 @@ def inbound_message(
 
 def delivery_event(
     gateway: GatewayConfig,
+    secrets: GatewaySecrets,
     reference: str,
     status: DeliveryStatus,
     *,
     gateway_message_id: str | None = None,
     detail: str = "",
 ) -> DeliveryEvent:
-    message_id, adapter = decode_reference(reference)
+    """The `DeliveryEvent` a dialect parsed; `ForgedReference` unless we signed `reference` for
+    this gateway."""
+    message_id, adapter = decode_reference(gateway, secrets, reference)
     return DeliveryEvent(
         correlation_id=message_id,
         outbound_id=message_id,
@@ -355,7 +396,7 @@ def delivery_event(
         gateway_id=gateway.id,
         gateway_message_id=gateway_message_id or None,
         adapter=adapter,
-        detail=detail,
+        detail=detail[:MAX_DETAIL],
     )
 
 

@@ -40,7 +40,7 @@ password, Infobip API key, or the webhook's bearer token).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Literal
@@ -180,8 +180,9 @@ class GatewayConfig(BaseModel):
             return None
         return next((own for own in owned if _as_number(own, "auto", region) == wanted), None)
 
-    def secrets(self, environ: Mapping[str, str]) -> GatewaySecrets:
-        """Every secret this gateway names; `KeyError` naming each variable that is not set."""
+    def secrets(self, environ: Mapping[str, str], *, reference_secret: str) -> GatewaySecrets:
+        """Every secret this gateway names, and the deployment's `reference_secret`; `KeyError`
+        naming each variable that is not set."""
         names = [
             *self.secret_parameters.values(),
             *(name for name in (self.secret, self.signature_secret, self.inbound.token) if name),
@@ -193,6 +194,7 @@ class GatewayConfig(BaseModel):
         secret = environ[self.secret] if self.secret else None
         return GatewaySecrets(
             parameters={param: environ[name] for param, name in self.secret_parameters.items()},
+            reference_secret=reference_secret,
             secret=secret,
             signature_secret=environ[self.signature_secret] if self.signature_secret else secret,
             inbound_token=environ[self.inbound.token] if self.inbound.token else None,
@@ -215,13 +217,20 @@ def _as_number(value: str, number_format: NumberFormat, region: str) -> str | No
 
 @dataclass(frozen=True)
 class GatewaySecrets:
-    """A gateway's secrets, read from the environment once at start."""
+    """A gateway's secrets, read from the environment once at start (the reference secret from
+    the service's settings)."""
 
     parameters: Mapping[str, str]
+    reference_secret: str = field(repr=False)
+    """Signs our references in this gateway's delivery reports (`TWOWAY_REFERENCE_SECRET`)."""
     secret: str | None = None
     signature_secret: str | None = None
     inbound_token: str | None = None
     inbound_password: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.reference_secret:  # an empty key signs references anyone can make
+            raise ValueError("a gateway's reference_secret must not be empty")
 
 
 class GatewaysConfig(BaseModel):
@@ -244,9 +253,14 @@ class GatewaysConfig(BaseModel):
         wanted = gateway_id or self.default_gateway
         return next((gateway for gateway in self.gateways if gateway.id == wanted), None)
 
-    def secrets(self, environ: Mapping[str, str]) -> dict[str, GatewaySecrets]:
+    def secrets(
+        self, environ: Mapping[str, str], *, reference_secret: str
+    ) -> dict[str, GatewaySecrets]:
         """Every gateway's secrets by id; `KeyError` at start when one is missing."""
-        return {gateway.id: gateway.secrets(environ) for gateway in self.gateways}
+        return {
+            gateway.id: gateway.secrets(environ, reference_secret=reference_secret)
+            for gateway in self.gateways
+        }
 
 
 def load_gateways(path: Path) -> GatewaysConfig:

@@ -2,8 +2,8 @@
 
 Out: `POST <url>/sms/3/messages` with `Authorization: App <API key>` and a JSON body: one message
 with `sender`, `destinations: [{to, messageId}]` (our message id is Infobip's message id),
-`content: {text}` and, with `public_url`, `webhooks: {delivery: {url}, callbackData}` carrying
-our reference. The answer lists each message's status object; the `PENDING` and `DELIVERED`
+`content: {text}` and `webhooks: {callbackData}` carrying our reference (and `delivery: {url}`
+with `public_url`). The answer lists each message's status object; the `PENDING` and `DELIVERED`
 groups are success, `REJECTED` and `UNDELIVERABLE` fail for good. 429 and 5xx retry.
 
 In: incoming messages are posted as JSON `{"results": [{messageId, from, to, text, cleanText,
@@ -61,12 +61,12 @@ def build_requests(
     }
     if sender:
         sms["sender"] = sender
+    # callbackData comes back in every delivery report, also those sent to a URL set up in
+    # Infobip's portal instead of `public_url`: it is the only field carrying our signature.
+    sms["webhooks"] = {"callbackData": encode_reference(gateway, secrets, message)}
     callback = callback_url(gateway, secrets)
     if callback:
-        sms["webhooks"] = {
-            "delivery": {"url": callback},
-            "callbackData": encode_reference(message.message_id, message.adapter),
-        }
+        sms["webhooks"]["delivery"] = {"url": callback}
     return [
         GatewayRequest(
             "POST",
@@ -124,7 +124,9 @@ def parse_inbound(gateway: GatewayConfig, request: WebhookRequest, region: str) 
     ]
 
 
-def parse_status(gateway: GatewayConfig, request: WebhookRequest) -> list[DeliveryEvent]:
+def parse_status(
+    gateway: GatewayConfig, request: WebhookRequest, secrets: GatewaySecrets
+) -> list[DeliveryEvent]:
     events = []
     for result in _results(request):
         status_object = result.get("status")
@@ -138,11 +140,11 @@ def parse_status(gateway: GatewayConfig, request: WebhookRequest) -> list[Delive
         detail = str(status_object.get("name", group))
         if isinstance(error, dict) and error.get("id", 0) != 0:
             detail += f" ({error.get('name', '')})"
-        reference = result.get("callbackData") or require(result, "messageId")
         events.append(
             delivery_event(
                 gateway,
-                str(reference),
+                secrets,
+                require(result, "callbackData"),
                 status,
                 gateway_message_id=result.get("messageId"),
                 detail=detail,

@@ -122,7 +122,9 @@ def parse_inbound(gateway: GatewayConfig, request: WebhookRequest, region: str) 
     ]
 
 
-def parse_status(gateway: GatewayConfig, request: WebhookRequest) -> list[DeliveryEvent]:
+def parse_status(
+    gateway: GatewayConfig, request: WebhookRequest, secrets: GatewaySecrets
+) -> list[DeliveryEvent]:
     fields = request.fields()
     kind = require(fields, "type")
     if not kind.isdigit() or int(kind) not in DLR_TYPES:
@@ -132,6 +134,7 @@ def parse_status(gateway: GatewayConfig, request: WebhookRequest) -> list[Delive
     return [
         delivery_event(
             gateway,
+            secrets,
             require(fields, "ref"),
             status,
             gateway_message_id=fields.get("smsc_id"),

@@ -101,7 +101,9 @@ def parse_inbound(gateway: GatewayConfig, request: WebhookRequest, region: str) 
     ]
 
 
-def parse_status(gateway: GatewayConfig, request: WebhookRequest) -> list[DeliveryEvent]:
+def parse_status(
+    gateway: GatewayConfig, request: WebhookRequest, secrets: GatewaySecrets
+) -> list[DeliveryEvent]:
     fields = _fields(request)
     status = DELIVERY_STATUSES.get(require(fields, "status").lower())
     if status is None:
@@ -109,6 +111,7 @@ def parse_status(gateway: GatewayConfig, request: WebhookRequest) -> list[Delive
     return [
         delivery_event(
             gateway,
+            secrets,
             require(fields, "ref"),
             status,
             gateway_message_id=fields.get("id"),

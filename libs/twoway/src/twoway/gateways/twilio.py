@@ -116,7 +116,9 @@ def parse_inbound(gateway: GatewayConfig, request: WebhookRequest, region: str) 
     ]
 
 
-def parse_status(gateway: GatewayConfig, request: WebhookRequest) -> list[DeliveryEvent]:
+def parse_status(
+    gateway: GatewayConfig, request: WebhookRequest, secrets: GatewaySecrets
+) -> list[DeliveryEvent]:
     fields = request.fields()
     twilio_status = require(fields, "MessageStatus")
     status = STATUSES.get(twilio_status)
@@ -126,6 +128,7 @@ def parse_status(gateway: GatewayConfig, request: WebhookRequest) -> list[Delive
     return [
         delivery_event(
             gateway,
+            secrets,
             require(fields, "ref"),
             status,
             gateway_message_id=fields.get("MessageSid"),

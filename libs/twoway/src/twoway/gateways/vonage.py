@@ -70,7 +70,7 @@ def build_requests(
         "to": to,
         "text": text.text,
         "type": "text" if text.encoding == "gsm7" else "unicode",
-        "client-ref": encode_reference(message.message_id, message.adapter),
+        "client-ref": encode_reference(gateway, secrets, message),
     }
     if sender:
         form["from"] = sender.removeprefix("+")
@@ -131,7 +131,9 @@ def message_part(gateway: GatewayConfig, request: WebhookRequest) -> MessagePart
     return part if part.total > 1 else None
 
 
-def parse_status(gateway: GatewayConfig, request: WebhookRequest) -> list[DeliveryEvent]:
+def parse_status(
+    gateway: GatewayConfig, request: WebhookRequest, secrets: GatewaySecrets
+) -> list[DeliveryEvent]:
     fields = _fields(request)
     vonage_status = require(fields, "status")
     status = STATUSES.get(vonage_status, "accepted")
@@ -140,7 +142,12 @@ def parse_status(gateway: GatewayConfig, request: WebhookRequest) -> list[Delive
     detail = vonage_status if error in {"", "0"} else f"{vonage_status} (err-code {error})"
     return [
         delivery_event(
-            gateway, reference, status, gateway_message_id=fields.get("messageId"), detail=detail
+            gateway,
+            secrets,
+            reference,
+            status,
+            gateway_message_id=fields.get("messageId"),
+            detail=detail,
         )
     ]
 
