@@ -137,7 +137,7 @@ def test_subscribe_settings(fields: dict[str, Any], valid: bool) -> None:
             IngressSettings(**SECRET, **fields)
 
 
-SECRET = {"reference_secret": "r" * 16}
+SECRET: dict[str, Any] = {"reference_secret": "r" * 16}
 
 
 def app_with_sim_gateway(settings: IngressSettings) -> web.Application:
