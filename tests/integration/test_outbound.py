@@ -16,6 +16,7 @@ from aiohttp import web
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.support.broker import drain, queue_length
+from tests.support.numbers import TEST_DESTINATIONS
 from tests.support.outbound_replicas import (
     outbound_processes,
     publish_messages,
@@ -99,6 +100,7 @@ async def outbound(
         "    parameters: {account: demo}\n"
         "    secret_parameters: {password: FAKE_GATEWAY_PASSWORD}\n"
         "    timeout: 0.5\n"
+        f"    destinations: {TEST_DESTINATIONS}\n"
         "  - id: kfake\n"
         "    type: kannel\n"
         f"    url: {gateway[1]}/send\n"
@@ -107,6 +109,7 @@ async def outbound(
         "    multipart: udh\n"
         "    max_segments: 3\n"
         "    timeout: 0.5\n"
+        f"    destinations: {TEST_DESTINATIONS}\n"
     )
     settings = make_settings(OutboundSettings, gateways_file=config, max_attempts=3)
     publisher = await Publisher.open(amqp, confirm_timeout=5)
@@ -344,7 +347,8 @@ def fake_only(url: str, make_settings: Callable[..., Any], tmp_path: Path) -> Ou
     config = tmp_path / "gateways.yaml"
     config.write_text(
         "default_gateway: fake\ngateways:\n"
-        f"  - {{id: fake, type: mobilefirst-http, url: '{url}/send'}}\n"
+        f"  - {{id: fake, type: mobilefirst-http, url: '{url}/send',"
+        f" destinations: {TEST_DESTINATIONS}}}\n"
     )
     settings: OutboundSettings = make_settings(OutboundSettings, gateways_file=config)
     return settings

@@ -20,6 +20,11 @@ gateways:
       signature: true            # the dialect's own signature (twilio, vonage, webhook)
       token: SIM_INBOUND_TOKEN   # environment variable of a shared token (query `token` or header)
       allow_from: [10.0.0.0/8]   # source addresses
+    destinations:                # who may be texted (twoway.gateways.destinations)
+      countries: [US, CA, "+44"] # ISO regions or calling codes; empty or absent: any country
+      number_types: [mobile, fixed_line, fixed_line_or_mobile]  # absent: all but premium_rate,
+                                 # shared_cost, personal_number and unknown (fictitious numbers)
+    recipient_limit: {count: 10, seconds: 60}  # replies to one number (the default); null: none
 
 Vendor credentials: `account` (Twilio Account SID, Vonage API key, Kannel username) and
 `secret` (the environment variable with the Twilio auth token, Vonage API secret, Kannel
@@ -36,6 +41,8 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+
+from twoway.gateways.destinations import DestinationPolicy, RecipientLimit
 
 GatewayType = Literal["mobilefirst-http", "kannel", "twilio", "vonage", "infobip", "webhook"]
 
@@ -103,6 +110,8 @@ class GatewayConfig(BaseModel):
     max_segments: int = Field(default=10, ge=1, le=255)
     transliterate: bool = False
     inbound: InboundAuth = Field(default_factory=InboundAuth)
+    destinations: DestinationPolicy = Field(default_factory=DestinationPolicy)
+    recipient_limit: RecipientLimit | None = Field(default_factory=RecipientLimit)
 
     @model_validator(mode="after")
     def _check_type_needs(self) -> GatewayConfig:
