@@ -112,7 +112,7 @@ def test_refusal(case: Case) -> None:
     assert refusal(policy, case.number, case.region) == case.refused
 
 
-BAD_POLICIES = (
+BAD_POLICIES: tuple[tuple[str, dict[str, list[str]], str], ...] = (
     ("unknown-region", {"countries": ["XX"]}, "XX"),
     ("lower-case-region", {"countries": ["us"]}, "us"),
     ("calling-code-without-plus", {"countries": ["44"]}, "44"),
