@@ -6,6 +6,7 @@ countries and number types) and, on a reply's first attempt, its per-recipient c
 `destination_refused: <why>` (`premium_rate`, `country`, `invalid`, ...) or
 `recipient_limit: <why>`, and is acked, not dead-lettered: it would be refused again, and whoever
 makes us text such numbers should not fill the dead-letter queue.
+
 The text is transliterated (if the gateway says so) and segmented; longer than the gateway's
 `max_segments` -> a `failed` event and the dead-letter queue. The send waits for the gateway's
 rate limit (segments per second, shared by every replica; replies first), then goes out as the
