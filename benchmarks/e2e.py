@@ -29,6 +29,7 @@ from pathlib import Path
 import aiohttp
 
 from benchmarks.cost import ProcessCpu, database_operations, print_cost
+from tests.support.numbers import TEST_DESTINATIONS
 from twoway_devstack import provide_servers
 from twoway_devstack.processes import free_ports
 
@@ -50,6 +51,7 @@ def running_services(folder: Path, amqp_url: str, mongo_url: str) -> Iterator[di
         f"    url: http://127.0.0.1:{ports['twoway-gateway-sim']}/sendSMS\n"
         "    default_sender: '12345'\n"
         "    inbound: {open: true}\n"
+        f"    destinations: {TEST_DESTINATIONS}\n"
     )
     bin_dir = Path(sys.executable).parent
     processes = []

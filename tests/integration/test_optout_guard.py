@@ -17,6 +17,7 @@ from aiohttp import web
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.support.broker import drain
+from tests.support.numbers import TEST_DESTINATIONS
 from tests.support.servers import serving
 from tests.support.waiting import until
 from twoway.broker import Publisher
@@ -101,6 +102,7 @@ async def start_outbound(
         gateways.write_text(
             "default_gateway: sim\ngateways:\n  - id: sim\n    type: mobilefirst-http\n"
             f"    url: {gateway}/sendSMS\n    default_sender: '12345'\n    timeout: 2\n"
+            f"    destinations: {TEST_DESTINATIONS}\n"
         )
         publisher = await Publisher.open(amqp, confirm_timeout=5)
         await declare_exchanges(publisher.channel)

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
@@ -16,6 +16,7 @@ from aiohttp import web
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.support.broker import drain, queue_length
+from tests.support.numbers import TEST_DESTINATIONS
 from tests.support.outbound_replicas import (
     outbound_processes,
     publish_messages,
@@ -32,6 +33,7 @@ from twoway.storage import Document
 from twoway.topology import (
     EVENTS_EXCHANGE,
     HEADER_REPEAT,
+    OUTBOUND_BULK_QUEUE,
     OUTBOUND_EXCHANGE,
     OUTBOUND_QUEUE,
     RETRY_JITTER,
@@ -99,6 +101,7 @@ async def outbound(
         "    parameters: {account: demo}\n"
         "    secret_parameters: {password: FAKE_GATEWAY_PASSWORD}\n"
         "    timeout: 0.5\n"
+        f"    destinations: {TEST_DESTINATIONS}\n"
         "  - id: kfake\n"
         "    type: kannel\n"
         f"    url: {gateway[1]}/send\n"
@@ -106,6 +109,11 @@ async def outbound(
         "    secret: FAKE_GATEWAY_PASSWORD\n"
         "    multipart: udh\n"
         "    max_segments: 3\n"
+        "    timeout: 0.5\n"
+        f"    destinations: {TEST_DESTINATIONS}\n"
+        "  - id: strict\n"  # the default destination policy
+        "    type: mobilefirst-http\n"
+        f"    url: {gateway[1]}/send\n"
         "    timeout: 0.5\n"
     )
     settings = make_settings(OutboundSettings, gateways_file=config, max_attempts=3)
@@ -285,6 +293,54 @@ async def test_an_expired_message_is_not_sent(
     assert await queue_length(amqp, OUTBOUND_QUEUE) == 0
 
 
+REFUSED_DESTINATIONS = (
+    ("us-premium-rate", "+19005550100", "reply", "premium_rate"),
+    ("uk-premium-rate", "+449098765432", "reply", "premium_rate"),
+    ("premium-rate-broadcast", "+449098765432", "bulk", "premium_rate"),
+    ("shared-cost", "+611300123456", "reply", "shared_cost"),
+    ("fictitious", "+15551234567", "reply", "unknown"),
+    ("not-a-number", "+12", "reply", "invalid"),
+)
+
+
+@pytest.mark.parametrize(
+    ("to", "priority", "why"),
+    [case[1:] for case in REFUSED_DESTINATIONS],
+    ids=[case[0] for case in REFUSED_DESTINATIONS],
+)
+async def test_a_refused_destination_fails_and_is_not_sent(
+    outbound: Publisher,
+    gateway: tuple[FakeGateway, str],
+    amqp: AbstractRobustConnection,
+    to: str,
+    priority: Literal["reply", "bulk"],
+    why: str,
+) -> None:
+    message = OutboundSMS(to=to, text="hi", gateway_id="strict", priority=priority)
+    routing_key = outbound_key("strict", priority)
+    await outbound.publish(message, exchange=OUTBOUND_EXCHANGE, routing_key=routing_key)
+    [event] = await events(amqp, 1)
+    assert (event.status, event.gateway_id, event.outbound_id) == (
+        "failed",
+        "strict",
+        message.message_id,
+    )
+    assert event.detail == f"destination_refused: {why}"
+    assert gateway[0].requests == []
+    for queue in (OUTBOUND_QUEUE, OUTBOUND_BULK_QUEUE):  # acked, not dead-lettered
+        assert await queue_length(amqp, dead_letter_queue(queue)) == 0
+
+
+async def test_an_ordinary_number_passes_the_default_policy(
+    outbound: Publisher, gateway: tuple[FakeGateway, str], amqp: AbstractRobustConnection
+) -> None:
+    message = OutboundSMS(to="+447911123456", text="hi", gateway_id="strict")
+    await outbound.publish(message, exchange=OUTBOUND_EXCHANGE, routing_key="outbound.strict")
+    accepted, sent = await events(amqp, 2)
+    assert (accepted.status, sent.status) == ("accepted", "sent")
+    assert [request["to"] for request in gateway[0].requests] == ["+447911123456"]
+
+
 def test_a_missing_gateway_secret_stops_the_service_at_start(
     make_settings: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -339,12 +395,16 @@ async def test_bulk_messages_have_their_own_queue(
     )
 
 
-def fake_only(url: str, make_settings: Callable[..., Any], tmp_path: Path) -> OutboundSettings:
-    """Settings of an outbound process whose only gateway is the fake one at `url`."""
+def fake_only(
+    url: str, make_settings: Callable[..., Any], tmp_path: Path, fields: str = ""
+) -> OutboundSettings:
+    """Settings of an outbound process whose only gateway is the fake one at `url` (with
+    `fields`, YAML such as `, rate_limit: 5`)."""
     config = tmp_path / "gateways.yaml"
     config.write_text(
         "default_gateway: fake\ngateways:\n"
-        f"  - {{id: fake, type: mobilefirst-http, url: '{url}/send'}}\n"
+        f"  - {{id: fake, type: mobilefirst-http, url: '{url}/send',"
+        f" destinations: {TEST_DESTINATIONS}{fields}}}\n"
     )
     settings: OutboundSettings = make_settings(OutboundSettings, gateways_file=config)
     return settings
@@ -417,6 +477,40 @@ async def test_two_copies_queued_while_outbound_was_down_are_sent_once(
     record = await MessageLog(mongo_db[LOG_COLLECTION]).get(message.message_id)
     assert record is not None
     assert [entry["status"] for entry in record.history] == ["accepted", "sent"]
+    await publisher.channel.close()
+
+
+async def test_the_recipient_cap_holds_across_two_outbound_replicas(
+    gateway: tuple[FakeGateway, str],
+    make_settings: Callable[..., Any],
+    amqp: AbstractRobustConnection,
+    tmp_path: Path,
+) -> None:
+    """A loop with another auto-responder stops at the cap, counted by both replicas together;
+    another number's reply and a bulk message to the looping number still go out."""
+    fake, url = gateway
+    limit = ", recipient_limit: {count: 3, seconds: 86400}"  # no window ends during the test
+    settings = fake_only(url, make_settings, tmp_path, limit)
+    publisher = await Publisher.open(amqp, confirm_timeout=5)
+    await declare_exchanges(publisher.channel)
+    log_queue = await publisher.channel.declare_queue("test.outbound.capped", exclusive=True)
+    await log_queue.bind(EVENTS_EXCHANGE, routing_key="#")
+    looping, other = "+15551234567", "+15557654321"
+    messages = [
+        *(OutboundSMS(to=looping, text=f"auto-reply {n}") for n in range(6)),
+        OutboundSMS(to=other, text="hello"),
+        OutboundSMS(to=looping, text="news", priority="bulk"),
+    ]
+    async with serving(create_app(settings)), serving(create_app(settings)):
+        for message in messages:
+            key = outbound_key("fake", message.priority)
+            await publisher.publish(message, exchange=OUTBOUND_EXCHANGE, routing_key=key)
+        # accepted + sent for 3 replies, the other number's and the bulk one; 3 refused
+        published = await drain(amqp, "test.outbound.capped", expect=5 * 2 + 3)
+    history = [DeliveryEvent.model_validate_json(message.body) for message in published]
+    refused = [event.detail for event in history if event.status == "failed"]
+    assert refused == ["recipient_limit: over 3 per 86400 s"] * 3
+    assert Counter(request["to"] for request in fake.requests) == {looping: 4, other: 1}
     await publisher.channel.close()
 
 

@@ -23,6 +23,7 @@ import aiohttp
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
+from tests.support.numbers import TEST_DESTINATIONS
 from tests.support.references import REFERENCE_SECRET
 from tests.support.servers import serving
 from twoway.broker import Publisher
@@ -72,7 +73,8 @@ def outbound_processes(
     gateways = folder / "gateways.yaml"
     gateways.write_text(
         "default_gateway: limited\ngateways:\n  - id: limited\n    type: mobilefirst-http\n"
-        f"    url: {gateway_url}/send\n" + (f"    rate_limit: {rate}\n" if rate else "")
+        f"    url: {gateway_url}/send\n    destinations: {TEST_DESTINATIONS}\n"
+        + (f"    rate_limit: {rate}\n" if rate else "")
     )
     ports = free_ports(replicas)
     processes = []

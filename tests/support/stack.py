@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from tests.support.numbers import TEST_DESTINATIONS
 from tests.support.servers import serving
 from twoway.sdk import Adapter, AdapterSettings
 from twoway_gateway_sim.settings import GatewaySimSettings
@@ -102,7 +103,8 @@ def gateways_file(directory: Path, gateway_url: str, ingress_url: str | None = N
         f"    url: {gateway_url}/sendSMS\n"
         f"    default_sender: '{SHORT_CODE}'\n"
         "    inbound: {open: true}\n"
-        "    timeout: 2\n" + reports
+        "    timeout: 2\n"
+        f"    destinations: {TEST_DESTINATIONS}\n" + reports
     )
     return path
 

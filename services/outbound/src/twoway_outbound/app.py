@@ -35,6 +35,7 @@ from twoway.topology import (
 from twoway_outbound.ledger import SentLedger
 from twoway_outbound.optout_guard import OPTOUT_GUARD, optout_guard_context
 from twoway_outbound.ratelimit import WINDOWS_COLLECTION, RateLimiters
+from twoway_outbound.recipient_caps import COUNTS_COLLECTION, RecipientCaps
 from twoway_outbound.retries import RetryPolicy
 from twoway_outbound.sender import Sender
 from twoway_outbound.settings import OutboundSettings
@@ -53,12 +54,13 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
 
 @dataclass(frozen=True)
 class Stores:
-    """What outbound keeps in MongoDB: the message log (with the record of what was sent) and
-    the rate windows."""
+    """What outbound keeps in MongoDB: the message log (with the record of what was sent), the
+    rate windows and the per-recipient counts."""
 
     events: EventRecorder
     ledger: SentLedger
     limiters: RateLimiters
+    caps: RecipientCaps
 
 
 STORES = web.AppKey("outbound_stores", Stores)
@@ -68,14 +70,17 @@ def _stores_context(settings: OutboundSettings, gateways: GatewaysConfig) -> Cle
     async def context(app: web.Application) -> AsyncIterator[None]:
         database = app[MONGO_DB]
         rates = {g.id: g.rate_limit for g in gateways.gateways if g.rate_limit is not None}
+        caps = {g.id: g.recipient_limit for g in gateways.gateways if g.recipient_limit}
         message_log = MessageLog(database[LOG_COLLECTION])
         stores = Stores(
             EventRecorder(message_log, app[PUBLISHER]),
             SentLedger(message_log),
             RateLimiters(database[WINDOWS_COLLECTION], rates),
+            RecipientCaps(database[COUNTS_COLLECTION], caps),
         )
         await message_log.ensure_indexes(settings.message_log_ttl)
         await stores.limiters.ensure_indexes()
+        await stores.caps.ensure_indexes()
         app[STORES] = stores
         yield
 
@@ -113,7 +118,9 @@ def create_app(settings: OutboundSettings) -> web.Application:
                 stores.events,
                 stores.ledger,
                 stores.limiters,
+                stores.caps,
                 retries,
+                settings.default_region,
             )
             guarded = app[OPTOUT_GUARD].wrap(sender.handle)
             return Consumer(queue, OutboundSMS, guarded, app[PUBLISHER])

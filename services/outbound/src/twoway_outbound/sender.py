@@ -1,5 +1,12 @@
 """Sending one OutboundSMS to its gateway, in its dialect, and deciding what happens after.
 
+Who may be texted comes first: the gateway's destination policy (`twoway.gateways.destinations`:
+countries and number types) and, on a reply's first attempt, its per-recipient cap
+(`twoway_outbound.recipient_caps`). A refused message gets a `failed` event, detail
+`destination_refused: <why>` (`premium_rate`, `country`, `invalid`, ...) or
+`recipient_limit: <why>`, and is acked, not dead-lettered: it would be refused again, and whoever
+makes us text such numbers should not fill the dead-letter queue.
+
 The text is transliterated (if the gateway says so) and segmented; longer than the gateway's
 `max_segments` -> a `failed` event and the dead-letter queue. The send waits for the gateway's
 rate limit (segments per second, shared by every replica; replies first), then goes out as the
@@ -31,6 +38,7 @@ from twoway import metrics
 from twoway.broker import Publisher, Reject, attempt_of
 from twoway.gateways import DIALECTS
 from twoway.gateways.config import GatewayConfig, GatewaysConfig, GatewaySecrets
+from twoway.gateways.destinations import refusal
 from twoway.gateways.encoding import SegmentedText, prepare
 from twoway.gateways.results import SendResult
 from twoway.message_log import EventRecorder
@@ -47,9 +55,13 @@ from twoway.topology import (
 from twoway_outbound.gateway_client import send_requests
 from twoway_outbound.ledger import SentLedger, SentRecord
 from twoway_outbound.ratelimit import RateLimiters
+from twoway_outbound.recipient_caps import RecipientCaps
 from twoway_outbound.retries import RetryPolicy, due_header, due_time
 
 log = structlog.get_logger(__name__)
+
+DESTINATION_REFUSED = "destination_refused"
+RECIPIENT_LIMIT = "recipient_limit"
 
 
 class Sender:
@@ -65,7 +77,9 @@ class Sender:
         events: EventRecorder,
         ledger: SentLedger,
         limiters: RateLimiters,
+        caps: RecipientCaps,
         retries: RetryPolicy,
+        default_region: str,
     ) -> None:
         self._queue = queue
         self._gateways = gateways
@@ -75,7 +89,9 @@ class Sender:
         self._events = events
         self._ledger = ledger
         self._limiters = limiters
+        self._caps = caps
         self._retries = retries
+        self._default_region = default_region
         self._copies = KeyedSequencer()
 
     async def handle(self, message: OutboundSMS, incoming: AbstractIncomingMessage) -> None:
@@ -108,6 +124,10 @@ class Sender:
             again = message.event("sent", sent.gateway_id, detail, sent.gateway_message_id)
             await self._events.announce(again)  # the log has the send
             return
+        refused = refusal(gateway.destinations, message.to, self._default_region)
+        if refused is not None:
+            await self._refuse(message, gateway.id, DESTINATION_REFUSED, refused)
+            return
         text = prepare(message.text, transliteration=gateway.transliterate)
         if text.count > gateway.max_segments:
             detail = (
@@ -117,6 +137,11 @@ class Sender:
             await self._events.record(message.event("failed", gateway.id, detail))
             raise Reject(detail)
         attempt = attempt_of(incoming)
+        if attempt == 1 and message.priority == "reply":
+            capped = await self._caps.refusal(gateway.id, message.to)
+            if capped is not None:
+                await self._refuse(message, gateway.id, RECIPIENT_LIMIT, capped)
+                return
         accepted: tuple[DeliveryEvent, ...] = ()
         if attempt == 1 and not incoming.redelivered:
             detail = f"for {gateway.id}: {text.count} {text.encoding} segment(s)"
@@ -144,6 +169,12 @@ class Sender:
         else:
             await self._events.record(*accepted, message.event("failed", gateway.id, detail))
             raise Reject(f"send failed after {attempt} attempt(s): {result.detail}")
+
+    async def _refuse(self, message: OutboundSMS, gateway_id: str, rule: str, why: str) -> None:
+        """A `failed` event `<rule>: <why>`; the message is acked, not dead-lettered."""
+        await self._events.record(message.event("failed", gateway_id, f"{rule}: {why}"))
+        metrics.OUTBOUND_SENT.labels(gateway=gateway_id, result=rule).inc()
+        log.info("outbound_refused", gateway_id=gateway_id, to=message.to, rule=rule, reason=why)
 
     async def _send(
         self,

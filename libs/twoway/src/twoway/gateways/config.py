@@ -25,6 +25,11 @@ gateways:
       basic_auth: {username: twoway, password: SIM_INBOUND_PASSWORD}   # HTTP basic auth
       allow_from: [10.0.0.0/8]   # source addresses
       # open: true               # none of the above: anyone may post (development only; warned)
+    destinations:                # who may be texted (twoway.gateways.destinations)
+      countries: [US, CA, "+44"] # ISO regions or calling codes; empty or absent: any country
+      number_types: [mobile, fixed_line, fixed_line_or_mobile]  # absent: all but premium_rate,
+                                 # shared_cost, personal_number and unknown (fictitious numbers)
+    recipient_limit: {count: 10, seconds: 60}  # replies to one number (the default); null: none
 
 Every configured inbound check must pass; a gateway with none refuses to start unless it says
 `open: true`. `own_numbers` (with `default_sender`, which is always one) lists the short codes,
@@ -48,6 +53,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
+from twoway.gateways.destinations import DestinationPolicy, RecipientLimit
 from twoway.phone import InvalidPhoneNumber, NumberFormat, parse_gateway_number
 
 GatewayType = Literal["mobilefirst-http", "kannel", "twilio", "vonage", "infobip", "webhook"]
@@ -150,6 +156,8 @@ class GatewayConfig(BaseModel):
         default_factory=list,
         description="Short codes, numbers and sender ids MO may be sent to (and replies come from)",
     )
+    destinations: DestinationPolicy = Field(default_factory=DestinationPolicy)
+    recipient_limit: RecipientLimit | None = Field(default_factory=RecipientLimit)
 
     @model_validator(mode="after")
     def _check_type_needs(self) -> GatewayConfig:
