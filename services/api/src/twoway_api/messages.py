@@ -52,7 +52,7 @@ from twoway.storage import Document
 from twoway.topology import HEADER_REPEAT, OUTBOUND_EXCHANGE, outbound_key
 from twoway_api.delivery import MESSAGE_LOG
 from twoway_api.operations import ErrorBody, Operation, Response, json_model_response, parse_body
-from twoway_api.schemas import Request
+from twoway_api.schemas import GatewayId, Request
 from twoway_api.settings import ApiSettings
 
 log = structlog.get_logger(__name__)
@@ -68,7 +68,7 @@ class NewMessage(Request):
         min_length=1, max_length=32, description="E.164, or national in the default region"
     )
     text: str = Field(min_length=1, max_length=1600)
-    gateway_id: str | None = Field(default=None, description="None: the routing default")
+    gateway_id: GatewayId | None = Field(default=None, description="None: the routing default")
     in_reply_to: str | None = Field(
         default=None, max_length=64, description="The message id of the SMS this answers"
     )

@@ -113,7 +113,8 @@ def require_token(handler: Handler, token: str) -> Handler:
                 reason="send Authorization: Bearer <token> (TWOWAY_API_TOKEN)",
                 headers={"WWW-Authenticate": 'Bearer realm="twoway"'},
             )
-        if not hmac.compare_digest(given.strip().encode(), expected):
+        # A header's bytes that are not UTF-8 arrive surrogate-escaped: encode them back.
+        if not hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), expected):
             raise web.HTTPForbidden(reason="the bearer token is not the api's token")
         return await handler(request)
 

@@ -48,8 +48,7 @@ async def domain_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """The domain's refusals as HTTP errors (rendered as JSON by `json_errors`, outside this);
-    an unreachable database or broker is 503, and any other failure a JSON 500, never a bare
-    crash page."""
+    an unreachable database or broker is 503 (any other failure is `json_errors`' JSON 500)."""
     try:
         return await handler(request)
     except (InvalidRequest, web.HTTPException):
@@ -68,9 +67,6 @@ async def domain_errors(
     except ConnectionFailure as error:
         log.error("api_database_unreachable", error=str(error))
         raise InvalidRequest(503, "database_unavailable", "retry later") from error
-    except Exception as error:
-        log.exception("api_request_failed")
-        raise InvalidRequest(500, "internal_error", "the api failed; retry later") from error
 
 
 def _event_source(request: web.Request) -> str:
