@@ -29,7 +29,7 @@ from twoway.service import AMQP_CONNECTION, PUBLISHER
 from twoway.storage import Document
 from twoway.subscriptions import SUBSCRIPTIONS, EventSourceRegistry, SubscriptionStore
 from twoway.topology import BROADCAST_EVENTS_QUEUE, BROADCASTS_QUEUE, dead_letter_queue
-from twoway_api.app import ALL_OPERATIONS, create_app
+from twoway_api.app import ALL_OPERATIONS, OPENAPI, create_app
 from twoway_api.operations import Operation
 from twoway_api.resources import OPERATIONS
 from twoway_api.settings import ApiSettings
@@ -268,9 +268,13 @@ async def test_get_and_delete_of_an_absent_subscription_are_404(api: Api) -> Non
         status, body = await api.call(method, path)
         assert status == 404
         _error(body, "not_subscribed", "phone")
-    status, body = await api.call("GET", f"/event-sources/{NEWS}/subscriptions/not-a-number")
+    status, body = await api.call("GET", f"/event-sources/{NEWS}/subscriptions/12")
     assert status == 422
     _error(body, "invalid_field", "phone")
+    # not even shaped like a number (the documented pattern): no such resource
+    status, body = await api.call("GET", f"/event-sources/{NEWS}/subscriptions/not-a-number")
+    assert status == 404
+    _error(body, "not_found")
 
 
 async def test_delete_unsubscribes(api: Api) -> None:
@@ -714,6 +718,34 @@ async def test_unknown_routes_answer_json_errors(
     got, body = await api.call(method, path)
     assert got == status
     _error(body, code)
+
+
+WRONG_METHODS = [
+    pytest.param(method, path, id=f"{method} {path}")
+    for path in sorted({operation.path for operation in ALL_OPERATIONS})
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
+    if all((operation.method, operation.path) != (method, path) for operation in ALL_OPERATIONS)
+]
+
+
+@pytest.mark.parametrize(("method", "path"), WRONG_METHODS)
+async def test_a_wrong_method_answers_405_with_the_documented_allow_header(
+    api: Api, method: str, path: str
+) -> None:
+    """Exactly the path's own methods, also beside a path that shares its prefix
+    (`.../subscriptions/count` beside `.../subscriptions/{phone}`)."""
+    document = api.app[OPENAPI]["paths"][path]
+    [documented] = {
+        operation["responses"]["405"]["headers"]["Allow"]["schema"]["const"]
+        for operation in document.values()
+    }
+    assert documented == ",".join(sorted(method.upper() for method in document))
+    async with api.http.request(
+        method, api.url + _sample_path(path), headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as response:
+        assert response.status == 405
+        assert response.headers["Allow"] == documented
+        _error(await response.json(), "method_not_allowed")
 
 
 async def test_the_api_does_not_start_without_a_token(

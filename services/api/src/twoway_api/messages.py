@@ -51,7 +51,14 @@ from twoway.service import MONGO_DB, PUBLISHER, CleanupContext
 from twoway.storage import Document
 from twoway.topology import HEADER_REPEAT, OUTBOUND_EXCHANGE, outbound_key
 from twoway_api.delivery import MESSAGE_LOG
-from twoway_api.operations import ErrorBody, Operation, Response, json_model_response, parse_body
+from twoway_api.operations import (
+    ErrorBody,
+    HeaderParameter,
+    Operation,
+    Response,
+    json_model_response,
+    parse_body,
+)
 from twoway_api.schemas import GatewayId, Request
 from twoway_api.settings import ApiSettings
 
@@ -302,6 +309,14 @@ MESSAGE_OPERATIONS = [
         "Idempotency-Key header: the same key never sends twice",
         tag="messages",
         body=NewMessage,
+        headers=(
+            HeaderParameter(
+                IDEMPOTENCY_HEADER,
+                "Any unique printable string: a retry repeats it, and the same key never "
+                "sends twice (remembered for TWOWAY_IDEMPOTENCY_KEY_RETENTION_SECONDS)",
+                MAX_KEY_LENGTH,
+            ),
+        ),
         responses={
             202: Response("Accepted: confirmed by the broker, on its way", MessageAccepted),
             400: _ERROR,

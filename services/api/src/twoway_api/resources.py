@@ -14,13 +14,14 @@ from pymongo.errors import ConnectionFailure
 from twoway.broadcasts import Broadcast, Broadcasts
 from twoway.broker import PublishFailed
 from twoway.http_errors import InvalidRequest
-from twoway.messages import EventSource, Subscription
+from twoway.messages import EVENT_SOURCE_PATTERN, EventSource, Subscription
 from twoway.phone import InvalidPhoneNumber
 from twoway.registry import HandlerRegistry
 from twoway.subscriptions import InvalidEventSource, Page, Subscriptions, UnknownEventSource
 from twoway_api.operations import (
     ErrorBody,
     Operation,
+    PathParameter,
     Response,
     json_model_response,
     parse_body,
@@ -195,9 +196,15 @@ _ERROR = Response("Refused; see the error body", ErrorBody)
 _UNKNOWN_SOURCE = Response("No adapter declared this event source", ErrorBody)
 _MALFORMED_SOURCE = Response("Not an event source name (Adapter.Source)", ErrorBody)
 PATH_PARAMETERS = {
-    "event_source": "An event source, Adapter.Source",
-    "phone": "A phone number, E.164 (+ escaped as %2B) or national in the default region",
-    "broadcast_id": "The id POST .../notifications answered",
+    "event_source": PathParameter(
+        "An event source, Adapter.Source (another name is refused: 422)", EVENT_SOURCE_PATTERN
+    ),
+    "phone": PathParameter(
+        "A phone number, E.164 (+ escaped as %2B) or national in the default region",
+        r"^[+(]?[0-9][0-9 ().-]*$",
+        routed=True,
+    ),
+    "broadcast_id": PathParameter("The id POST .../notifications answered"),
 }
 SUBSCRIPTION_PATH = "/event-sources/{event_source}/subscriptions"
 
