@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import structlog
 
-from twoway.logs import configure_logging, mask_phone_numbers, mask_url_credentials
+from twoway.logs import configure_logging, mask_phone_numbers
 from twoway.settings import TwowaySettings
 
 PHONE = "+14155552671"
@@ -85,8 +85,8 @@ URL_CASES = (
 @pytest.mark.parametrize(
     ("text", "expected"), [case[1:] for case in URL_CASES], ids=[case[0] for case in URL_CASES]
 )
-def test_mask_url_credentials(text: str, expected: str) -> None:
-    assert mask_url_credentials(text) == expected
+def test_url_credentials_are_masked(text: str, expected: str) -> None:
+    assert mask_phone_numbers(None, "info", {"value": text}) == {"value": expected}
 
 
 def json_lines(out: str) -> list[dict[str, Any]]:

@@ -27,8 +27,7 @@ _SEPARATORS = " ().\\-/_\u00a0\u2007\u2009\u202f\u2010-\u2015\u2212"
 dots, dashes (also Unicode's hyphens, en and em dashes and minus), slashes and underscores."""
 
 _PHONE_LIKE = re.compile(
-    r"(?=[+(%\d])"  # first: a cheap test of one character, where most positions fail
-    r"(?<![A-Za-z0-9.+-])"  # not inside a word, an id, a decimal or a zone offset
+    r"(?<![A-Za-z0-9.+-])(?=[+(%\d])"  # not inside a word, an id, a decimal or a zone offset
     r"(?!\d{4}([-/])\d\d\1\d\d(?!\d))"  # not an ISO (or 2026/11/25) date
     r"(?!\d\d?/\d\d?/\d{4}(?!\d))"  # not a 25/11/2026 or 11/25/2026 date
     r"(?!\d{1,3}(?:\.\d{1,3}){3}(?![\d.]))"  # not an IPv4 address
