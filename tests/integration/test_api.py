@@ -4,6 +4,7 @@ bodies (also without the database or the broker: 503, never a crash) and the bea
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from twoway.service import AMQP_CONNECTION, PUBLISHER
 from twoway.storage import Document
 from twoway.subscriptions import SUBSCRIPTIONS, EventSourceRegistry, SubscriptionStore
 from twoway.topology import BROADCAST_EVENTS_QUEUE, BROADCASTS_QUEUE, dead_letter_queue
-from twoway_api.app import ALL_OPERATIONS, create_app
+from twoway_api.app import ALL_OPERATIONS, OPENAPI, create_app
 from twoway_api.operations import Operation
 from twoway_api.resources import OPERATIONS
 from twoway_api.settings import ApiSettings
@@ -267,9 +268,13 @@ async def test_get_and_delete_of_an_absent_subscription_are_404(api: Api) -> Non
         status, body = await api.call(method, path)
         assert status == 404
         _error(body, "not_subscribed", "phone")
-    status, body = await api.call("GET", f"/event-sources/{NEWS}/subscriptions/not-a-number")
+    status, body = await api.call("GET", f"/event-sources/{NEWS}/subscriptions/12")
     assert status == 422
     _error(body, "invalid_field", "phone")
+    # not even shaped like a number (the documented pattern): no such resource
+    status, body = await api.call("GET", f"/event-sources/{NEWS}/subscriptions/not-a-number")
+    assert status == 404
+    _error(body, "not_found")
 
 
 async def test_delete_unsubscribes(api: Api) -> None:
@@ -524,6 +529,182 @@ async def test_handlers_are_listed_in_matching_order(
     ]
 
 
+async def _raw_request(api: Api, head: bytes) -> tuple[int, Any]:
+    """Send `head` (a request line and headers, any bytes) as is; the status and JSON body."""
+    parts = urlsplit(api.url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write(head + b"Host: api\r\nConnection: close\r\n\r\n")
+        answer = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert b"application/json" in headers, answer
+    return int(status_line.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        pytest.param(b"Bearer test-\xfftoken", id="not-utf8"),
+        pytest.param(b"Bearer \xed\xa0\x80", id="utf8-encoded-surrogate"),
+        pytest.param(b"\xff\xfe test-token", id="not-utf8-scheme"),
+    ],
+)
+async def test_an_authorization_header_of_any_bytes_is_refused_not_a_crash(
+    api: Api, authorization: bytes
+) -> None:
+    status, body = await _raw_request(
+        api, b"GET /handlers HTTP/1.1\r\nAuthorization: " + authorization + b"\r\n"
+    )
+    assert status in (401, 403)
+    assert body["error"] in ("unauthorized", "forbidden")
+
+
+DEEP = 30_000
+"""Nesting that fits the default body limit (64 KB) and is far past any parser's depth."""
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code", "field"),
+    [
+        pytest.param(
+            "/event-sources/{}/subscriptions",
+            '{"phone": "+15551234567", "options": {"a\\u0000b": 1}}',
+            422,
+            "invalid_field",
+            "options",
+            id="nul-in-an-options-key",
+        ),
+        pytest.param(
+            "/event-sources/{}/subscriptions",
+            '{"phone": "+15551234567", "options": {"a": [{"b": {"c\\u0000": 1}}]}}',
+            422,
+            "invalid_field",
+            "options",
+            id="nul-in-a-nested-options-key",
+        ),
+        pytest.param(
+            "/event-sources/{}/subscriptions",
+            '{"phone": "+15551234567", "options": {"$set": 1}}',
+            422,
+            "invalid_field",
+            "options",
+            id="dollar-options-key",
+        ),
+        pytest.param(
+            "/event-sources/{}/subscriptions",
+            '{"phone": "+15551234567", "options": {"a": 123456789012345678901234567890}}',
+            422,
+            "invalid_field",
+            "options",
+            id="options-integer-beyond-64-bits",
+        ),
+        pytest.param(
+            "/event-sources/{}/subscriptions",
+            '{"phone": "+15551234567", "options": {"a": ' + "[" * 100 + "]" * 100 + "}}",
+            422,
+            "invalid_field",
+            "options",
+            id="options-nested-100-deep",
+        ),
+        pytest.param(
+            "/event-sources/{}/subscriptions",
+            '{"phone": "+15551234567", "options": {"a": ' + "[" * DEEP + "]" * DEEP + "}}",
+            400,
+            "invalid_json",
+            None,
+            id="json-nested-30000-deep",
+        ),
+        pytest.param(
+            "/event-sources/{}/subscriptions",
+            '{"phone": "+15551234567", "alias": "\\ud800"}',
+            400,
+            "invalid_json",
+            None,
+            id="lone-surrogate-value",
+        ),
+        pytest.param(
+            "/event-sources/{}/subscriptions",
+            '{"phone": "+15551234567", "options": {"\\udc80": 1}}',
+            400,
+            "invalid_json",
+            None,
+            id="lone-surrogate-key",
+        ),
+        pytest.param(
+            "/event-sources/{}/subscriptions",
+            '{"phone": "+15551234567", "gateway_id": "a b"}',
+            422,
+            "invalid_field",
+            "gateway_id",
+            id="subscribe-gateway-id-not-an-id",
+        ),
+        pytest.param(
+            "/event-sources/{}/notifications",
+            '{"text": "\\ud800"}',
+            400,
+            "invalid_json",
+            None,
+            id="notify-lone-surrogate",
+        ),
+        pytest.param(
+            "/event-sources/{}/notifications",
+            '{"text": "hi", "gateway_id": "' + "g" * 300 + '"}',
+            422,
+            "invalid_field",
+            "gateway_id",
+            id="notify-gateway-id-too-long",
+        ),
+        pytest.param(
+            "/messages",
+            '{"to": "+15551234567", "text": "\\ud800"}',
+            400,
+            "invalid_json",
+            None,
+            id="message-lone-surrogate",
+        ),
+        pytest.param(
+            "/messages",
+            '{"to": "+15551234567", "text": "hi", "gateway_id": "' + "g" * 300 + '"}',
+            422,
+            "invalid_field",
+            "gateway_id",
+            id="message-gateway-id-too-long-for-a-routing-key",
+        ),
+        pytest.param(
+            "/messages",
+            '{"to": "+15551234567", "text": "hi", "gateway_id": "a\\u0000b"}',
+            422,
+            "invalid_field",
+            "gateway_id",
+            id="message-gateway-id-with-nul",
+        ),
+        pytest.param(
+            "/dead-letters/outbound.send.dead/replay",
+            '{"message_ids": ' + "[" * DEEP + "]" * DEEP + "}",
+            400,
+            "invalid_json",
+            None,
+            id="replay-json-nested-30000-deep",
+        ),
+    ],
+)
+async def test_hostile_bodies_are_refused_with_a_json_4xx(
+    api: Api, path: str, body: str, status: int, code: str, field: str | None
+) -> None:
+    got, error = await api.call(
+        "POST",
+        path.format(NEWS),
+        data=body.encode(),
+        headers={"Content-Type": "application/json", "Idempotency-Key": "hostile"},
+    )
+    assert got == status, error
+    _error(error, code, field)
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status", "code"),
     [
@@ -537,6 +718,34 @@ async def test_unknown_routes_answer_json_errors(
     got, body = await api.call(method, path)
     assert got == status
     _error(body, code)
+
+
+WRONG_METHODS = [
+    pytest.param(method, path, id=f"{method} {path}")
+    for path in sorted({operation.path for operation in ALL_OPERATIONS})
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
+    if all((operation.method, operation.path) != (method, path) for operation in ALL_OPERATIONS)
+]
+
+
+@pytest.mark.parametrize(("method", "path"), WRONG_METHODS)
+async def test_a_wrong_method_answers_405_with_the_documented_allow_header(
+    api: Api, method: str, path: str
+) -> None:
+    """Exactly the path's own methods, also beside a path that shares its prefix
+    (`.../subscriptions/count` beside `.../subscriptions/{phone}`)."""
+    document = api.app[OPENAPI]["paths"][path]
+    [documented] = {
+        operation["responses"]["405"]["headers"]["Allow"]["schema"]["const"]
+        for operation in document.values()
+    }
+    assert documented == ",".join(sorted(method.upper() for method in document))
+    async with api.http.request(
+        method, api.url + _sample_path(path), headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as response:
+        assert response.status == 405
+        assert response.headers["Allow"] == documented
+        _error(await response.json(), "method_not_allowed")
 
 
 async def test_the_api_does_not_start_without_a_token(

@@ -22,7 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from tests.support.broker import drain
 from tests.support.servers import serving
 from tests.support.waiting import until
-from twoway.broker import Publisher
+from twoway.broker import MAX_HEADER_CHARS, Publisher
 from twoway.messages import (
     ANY_MESSAGE,
     HandlerRegistration,
@@ -33,6 +33,7 @@ from twoway.messages import (
 )
 from twoway.optouts import Exemption, OptOutStore
 from twoway.registry import HANDLERS, HandlerRegistry
+from twoway.service import AMQP_CONNECTION
 from twoway.storage import Document
 from twoway.topology import (
     ADAPTERS_EXCHANGE,
@@ -279,6 +280,34 @@ async def test_unmatched_none_parks_and_records(start_router: StartRouter) -> No
     record = await harness.db[UNMATCHED].find_one({"_id": sent.message_id})
     assert record is not None
     assert (record["keyword"], record["fallback"]) == ("NOBODY", "none")
+
+
+CONTROL_CHARACTERS = "".join(map(chr, [*range(0x01, 0x09), *range(0x0E, 0x1C)]))
+"""Control characters that are not whitespace: a text of them is one long keyword, and each
+is four characters in its repr (the reason quotes the keyword)."""
+
+
+async def test_an_unmatched_keyword_too_big_for_a_header_parks_and_routing_goes_on(
+    start_router: StartRouter,
+) -> None:
+    harness = await start_router()
+    connection = harness.app[AMQP_CONNECTION]
+    transport = connection.transport
+    bank = await harness.listen(ADAPTERS_EXCHANGE, "bank")
+    await harness.register("bank", handler("bank", "balance", {"keyword": "BAL"}))
+    await until(lambda: len(harness.router.table) == 1)
+    text = (CONTROL_CHARACTERS * (64 * 1024 // len(CONTROL_CHARACTERS) + 1))[: 64 * 1024]
+    hostile = await harness.send(text)
+    ordinary = await harness.send("BAL")  # the same sender's: handled after the hostile one
+
+    [parked] = await harness.taken(UNMATCHED_QUEUE, 1)
+    assert parked.message_id == hostile.message_id
+    reason = str(parked.headers[HEADER_REASON])
+    assert reason.startswith("no handler matched keyword '\\x01")
+    assert len(reason) == MAX_HEADER_CHARS
+    [routed] = await harness.taken(bank, 1)
+    assert routed.message_id == ordinary.message_id
+    assert connection.transport is transport  # never closed and reconnected
 
 
 async def test_unmatched_reply_per_recipient(start_router: StartRouter) -> None:

@@ -1,4 +1,5 @@
-"""Structured logging: phone numbers masked everywhere, JSON lines carrying the bound context."""
+"""Structured logging: phone numbers and URL credentials masked everywhere, JSON lines carrying
+the bound context."""
 
 from __future__ import annotations
 
@@ -47,6 +48,16 @@ MASK_CASES = (
         {"n": 14155552671, "ok": True, "none": None},
     ),
     ("ids-kept", {"message_id": MESSAGE_ID}, {"message_id": MESSAGE_ID}),
+    (
+        "url-credentials",
+        {"error": "amqp://guest:guest@rabbit:5672/ closed", "db": {"url": "mongodb://u:p@db/x"}},
+        {"error": "amqp://guest:***@rabbit:5672/ closed", "db": {"url": "mongodb://u:***@db/x"}},
+    ),
+    (
+        "url-credentials-and-phone",
+        {"event": f"GET https://user:pw@gw/send?to={PHONE}"},
+        {"event": f"GET https://user:***@gw/send?to={MASKED}"},
+    ),
 )
 
 
@@ -55,6 +66,27 @@ MASK_CASES = (
 )
 def test_mask_phone_numbers(event: dict[str, Any], expected: dict[str, Any]) -> None:
     assert mask_phone_numbers(None, "info", dict(event)) == expected
+
+
+URL_CASES = (
+    ("amqp", "amqp://guest:guest@127.0.0.1:5672/", "amqp://guest:***@127.0.0.1:5672/"),
+    ("mongodb-in-text", "to mongodb://u:p@h/db failed", "to mongodb://u:***@h/db failed"),
+    ("https", "https://user:pw@x/path", "https://user:***@x/path"),
+    ("token-only", "https://ghp_secret@example.com/r", "https://***@example.com/r"),
+    ("empty-user", "redis://:secret@cache:6379", "redis://:***@cache:6379"),
+    ("at-sign-in-password", "amqp://u:p@ss@rabbit/", "amqp://u:***@rabbit/"),
+    ("two-urls", "amqp://a:b@h1 amqp://c:d@h2", "amqp://a:***@h1 amqp://c:***@h2"),
+    ("no-credentials-kept", "https://example.com/a?b=c@d", "https://example.com/a?b=c@d"),
+    ("email-kept", "ops@example.com", "ops@example.com"),
+    ("no-url", "plain text", "plain text"),
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [case[1:] for case in URL_CASES], ids=[case[0] for case in URL_CASES]
+)
+def test_url_credentials_are_masked(text: str, expected: str) -> None:
+    assert mask_phone_numbers(None, "info", {"value": text}) == {"value": expected}
 
 
 def json_lines(out: str) -> list[dict[str, Any]]:

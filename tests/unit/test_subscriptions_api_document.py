@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from aiohttp import web
 from openapi_spec_validator import validate
 
+from twoway.dead_letters import OUTBOUND_DEAD_LETTER_QUEUES
+from twoway.messages import EVENT_SOURCE_PATTERN
 from twoway.service import create_base_app
 from twoway_api.app import OPENAPI, create_app
+from twoway_api.messages import MAX_KEY_LENGTH
 from twoway_api.settings import ApiSettings
 
 
@@ -80,3 +84,37 @@ def test_every_request_and_response_schema_is_defined(document: dict[str, Any]) 
     }
     assert references
     assert references <= set(schemas)
+
+
+def test_path_parameters_state_what_they_accept(document: dict[str, Any]) -> None:
+    parameters = {
+        parameter["name"]: parameter["schema"]
+        for operations in document["paths"].values()
+        for operation in operations.values()
+        for parameter in operation["parameters"]
+        if parameter["in"] == "path"
+    }
+    assert parameters["event_source"]["pattern"] == EVENT_SOURCE_PATTERN
+    assert re.fullmatch(parameters["phone"]["pattern"], "+15551234567")
+    assert not re.fullmatch(parameters["phone"]["pattern"], "count")
+    assert parameters["queue"]["enum"] == list(OUTBOUND_DEAD_LETTER_QUEUES)
+
+
+def test_send_message_documents_its_idempotency_key(document: dict[str, Any]) -> None:
+    [header] = [
+        parameter
+        for parameter in document["paths"]["/messages"]["post"]["parameters"]
+        if parameter["in"] == "header"
+    ]
+    assert (header["name"], header["required"]) == ("Idempotency-Key", True)
+    assert header["schema"]["maxLength"] == MAX_KEY_LENGTH
+
+
+def test_every_operation_documents_its_paths_exact_allow_header(
+    document: dict[str, Any],
+) -> None:
+    for path, operations in document["paths"].items():
+        allowed = ",".join(sorted(method.upper() for method in operations))
+        for method, operation in operations.items():
+            allow = operation["responses"]["405"]["headers"]["Allow"]["schema"]
+            assert allow["const"] == allowed, (method, path)

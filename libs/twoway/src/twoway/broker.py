@@ -2,7 +2,8 @@
 
 - `connect` opens a robust connection (it reconnects and restores channels and consumers).
 - `Publisher` publishes with publisher confirms, `mandatory` and persistent delivery: `publish`
-  returns only once the broker has the message, and raises `PublishFailed` otherwise.
+  returns only once the broker has the message, and raises `PublishFailed` otherwise. It caps
+  every header's text at `MAX_HEADER_CHARS` (`capped_header`), whoever built the header.
 - `Consumer` consumes with manual acks and a prefetch from settings: it acks a message only after
   its handler (and everything the handler published) completed; a payload that does not parse, or a
   handler that raises `Reject`, sends the message to the dead-letter queue with the reason.
@@ -39,6 +40,27 @@ log = structlog.get_logger(__name__)
 Headers = Mapping[str, FieldValue]
 
 PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
+
+MAX_HEADER_CHARS = 1000
+"""The longest text one header value carries. A message's headers travel in one AMQP frame, and
+a frame over the broker's `frame_max` (RabbitMQ: 128 KB) closes the whole connection; a header
+built from an SMS's content (a reason quoting its keyword) must not let one SMS do that."""
+_ELLIPSIS = "…"
+
+
+def capped_header(value: FieldValue) -> FieldValue:
+    """`value` with every text in it (also in lists and tables) cut to `MAX_HEADER_CHARS`."""
+    if isinstance(value, str):
+        if len(value) <= MAX_HEADER_CHARS:
+            return value
+        return value[: MAX_HEADER_CHARS - len(_ELLIPSIS)] + _ELLIPSIS
+    if isinstance(value, bytes):
+        return value[:MAX_HEADER_CHARS]
+    if isinstance(value, list):
+        return [capped_header(item) for item in value]
+    if isinstance(value, dict):
+        return {name: capped_header(item) for name, item in value.items()}
+    return value
 
 
 class PublishFailed(Exception):
@@ -198,7 +220,7 @@ class Publisher:
             incoming,
             exchange=DEAD_LETTER_EXCHANGE,
             routing_key=queue,
-            headers={**incoming.headers, HEADER_REASON: reason[:1000]},
+            headers={**incoming.headers, HEADER_REASON: reason},
         )
         metrics.DEAD_LETTERS.labels(queue=queue).inc()
 
@@ -241,8 +263,8 @@ class Publisher:
 
 
 def _traced(headers: Headers | None) -> FieldTable:
-    """`headers` with the current trace context added (`traceparent`, `tracestate`)."""
-    amqp_headers = dict(headers or {})
+    """`headers`, capped, with the current trace context added (`traceparent`, `tracestate`)."""
+    amqp_headers = {name: capped_header(value) for name, value in (headers or {}).items()}
     inject_into(amqp_headers)
     return amqp_headers
 

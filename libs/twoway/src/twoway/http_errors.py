@@ -1,13 +1,17 @@
 """Every error a Twoway HTTP service answers is JSON: `{"error": <code>, "message": <text>,
-"field": <name>?}` — its own refusals (`InvalidRequest`) and aiohttp's (404, 405, 413, ...)."""
+"field": <name>?}` — its own refusals (`InvalidRequest`), aiohttp's (404, 405, 413, ...) and
+a failure nobody expected (500 `internal_error`, logged with its traceback)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
 
+import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+
+log = structlog.get_logger(__name__)
 
 
 class InvalidRequest(Exception):
@@ -47,8 +51,9 @@ _KEPT_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
 
 
 def json_errors(on_error: Callable[[int], None] | None = None) -> Middleware:
-    """A middleware rendering `InvalidRequest` and aiohttp's HTTP errors (>= 400) as JSON bodies;
-    `on_error(status)` is called for each (a service's refusal counter)."""
+    """A middleware rendering `InvalidRequest`, aiohttp's HTTP errors (>= 400) and unexpected
+    exceptions (500) as JSON bodies; `on_error(status)` is called for each (a service's
+    refusal counter)."""
 
     @web.middleware
     async def middleware(
@@ -69,6 +74,15 @@ def json_errors(on_error: Callable[[int], None] | None = None) -> Middleware:
                 None,
             )
             headers = {name: error.headers[name] for name in _KEPT_HEADERS if name in error.headers}
+        except Exception:
+            log.exception("request_failed", method=request.method, path=request.path)
+            status, code, message, field = (
+                500,
+                "internal_error",
+                "the server failed; retry later",
+                None,
+            )
+            headers = {}
         if on_error is not None:
             on_error(status)
         return error_response(status, code, message, field, headers or None)

@@ -1,12 +1,14 @@
 """Structured logging: structlog, JSON in production, console for development.
 
 Every line carries the context bound with `structlog.contextvars` (services bind `message_id` and
-`correlation_id` while they handle a message) and has phone numbers masked wherever they appear.
+`correlation_id` while they handle a message) and has phone numbers masked wherever they appear,
+as are the credentials of any URL in it (`amqp://user:***@host`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Mapping, MutableMapping
 from contextlib import AbstractContextManager
@@ -19,9 +21,20 @@ from twoway.phone import mask_phone, mask_phones_in
 from twoway.settings import TwowaySettings
 from twoway.tracing import configure_tracing
 
+_URL_CREDENTIALS = re.compile(r"(?<=://)(?:([^\s/?#@:]*):)?[^\s/?#]*@")
+"""The user information of a URL (`scheme://user:password@`, `scheme://token@`): its password
+(or lone token) is masked, `amqp://guest:***@host`."""
+
+
+def _mask_url_credentials(match: re.Match[str]) -> str:
+    user = match.group(1)
+    return "***@" if user is None else f"{user}:***@"
+
 
 def _mask(value: Any) -> Any:
     if isinstance(value, str):
+        if "://" in value:  # tested here, not in a call: this runs for every value logged
+            value = _URL_CREDENTIALS.sub(_mask_url_credentials, value)
         return mask_phones_in(value)
     if isinstance(value, Mapping):
         return {key: _mask(item) for key, item in value.items()}
@@ -37,7 +50,8 @@ PHONE_KEYS = frozenset({"sender", "recipient", "to", "from", "phone", "phone_num
 def mask_phone_numbers(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: masks phone numbers in every value of a log line."""
+    """structlog processor: masks phone numbers and URL credentials in every value of a log
+    line."""
     for key, value in event_dict.items():
         if key in PHONE_KEYS and isinstance(value, str):
             event_dict[key] = mask_phone(value)

@@ -74,6 +74,7 @@ def create_app(settings: ApiSettings) -> web.Application:
     app = create_base_app(
         middlewares=[json_errors(), domain_errors], client_max_size=settings.max_body_bytes
     )
+    path_parameters = {**PATH_PARAMETERS, **DELIVERY_PATH_PARAMETERS}
     app[OPENAPI] = openapi_document(
         ALL_OPERATIONS,
         title="Twoway api",
@@ -82,12 +83,12 @@ def create_app(settings: ApiSettings) -> web.Application:
         "subscriber (broadcasts), the handler registry, sent messages' status and outbound's "
         "dead letters. Authenticate with "
         "`Authorization: Bearer <token>`.",
-        path_parameters={**PATH_PARAMETERS, **DELIVERY_PATH_PARAMETERS},
+        path_parameters=path_parameters,
     )
     app.cleanup_ctx.append(amqp_context(settings, "api"))
     app.cleanup_ctx.append(mongo_context(settings, "api"))
     app.cleanup_ctx.append(_stores(settings))
     app.cleanup_ctx.append(delivery_context(settings))
     app.cleanup_ctx.append(messages_context(settings))  # uses the message log
-    add_operations(app, ALL_OPERATIONS, settings.api_token.get_secret_value())
+    add_operations(app, ALL_OPERATIONS, settings.api_token.get_secret_value(), path_parameters)
     return app

@@ -37,6 +37,7 @@ from twoway.service import AMQP_CONNECTION, MONGO_DB, PUBLISHER, CleanupContext
 from twoway_api.operations import (
     ErrorBody,
     Operation,
+    PathParameter,
     Response,
     json_model_response,
     parse_body,
@@ -190,8 +191,11 @@ _ERROR = Response("Refused; see the error body", ErrorBody)
 _UNKNOWN_QUEUE = Response("Not one of outbound's dead-letter queues", ErrorBody)
 
 DELIVERY_PATH_PARAMETERS = {
-    "message_id": "The id POST /messages answered (an outbound message's id)",
-    "queue": f"A dead-letter queue: {' or '.join(OUTBOUND_DEAD_LETTER_QUEUES)}",
+    "message_id": PathParameter("The id POST /messages answered (an outbound message's id)"),
+    "queue": PathParameter(
+        "One of outbound's dead-letter queues (another name: 404)",
+        enum=OUTBOUND_DEAD_LETTER_QUEUES,
+    ),
 }
 
 DELIVERY_OPERATIONS = [

@@ -51,8 +51,15 @@ from twoway.service import MONGO_DB, PUBLISHER, CleanupContext
 from twoway.storage import Document
 from twoway.topology import HEADER_REPEAT, OUTBOUND_EXCHANGE, outbound_key
 from twoway_api.delivery import MESSAGE_LOG
-from twoway_api.operations import ErrorBody, Operation, Response, json_model_response, parse_body
-from twoway_api.schemas import Request
+from twoway_api.operations import (
+    ErrorBody,
+    HeaderParameter,
+    Operation,
+    Response,
+    json_model_response,
+    parse_body,
+)
+from twoway_api.schemas import GatewayId, Request
 from twoway_api.settings import ApiSettings
 
 log = structlog.get_logger(__name__)
@@ -68,7 +75,7 @@ class NewMessage(Request):
         min_length=1, max_length=32, description="E.164, or national in the default region"
     )
     text: str = Field(min_length=1, max_length=1600)
-    gateway_id: str | None = Field(default=None, description="None: the routing default")
+    gateway_id: GatewayId | None = Field(default=None, description="None: the routing default")
     in_reply_to: str | None = Field(
         default=None, max_length=64, description="The message id of the SMS this answers"
     )
@@ -302,6 +309,14 @@ MESSAGE_OPERATIONS = [
         "Idempotency-Key header: the same key never sends twice",
         tag="messages",
         body=NewMessage,
+        headers=(
+            HeaderParameter(
+                IDEMPOTENCY_HEADER,
+                "Any unique printable string: a retry repeats it, and the same key never "
+                "sends twice (remembered for TWOWAY_IDEMPOTENCY_KEY_RETENTION_SECONDS)",
+                MAX_KEY_LENGTH,
+            ),
+        ),
         responses={
             202: Response("Accepted: confirmed by the broker, on its way", MessageAccepted),
             400: _ERROR,

@@ -43,6 +43,35 @@ class Response:
 
 
 @dataclass(frozen=True)
+class PathParameter:
+    description: str
+    pattern: str | None = None
+    """A regular expression (anchored) every value matches."""
+    enum: tuple[str, ...] = ()
+    """The only values, when there are few."""
+    routed: bool = False
+    """The route itself matches only values of `pattern` (others are 404), so that a fixed
+    segment beside it (`.../subscriptions/count` beside `.../subscriptions/{phone}`) is never
+    taken for a value: a wrong method on it then answers 405 with its own `Allow`."""
+
+    def schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "string", "minLength": 1}
+        if self.pattern is not None:
+            schema["pattern"] = self.pattern
+        if self.enum:
+            schema["enum"] = list(self.enum)
+        return schema
+
+
+@dataclass(frozen=True)
+class HeaderParameter:
+    name: str
+    description: str
+    max_length: int
+    required: bool = True
+
+
+@dataclass(frozen=True)
 class Operation:
     method: Method
     path: str
@@ -55,6 +84,8 @@ class Operation:
     body_required: bool = True
     """False: the body may be left out (the handler then uses the model's defaults)."""
     query: type[BaseModel] | None = None
+    headers: tuple[HeaderParameter, ...] = ()
+    """Request headers the operation reads (beyond `Authorization`)."""
     public: bool = False
     """Served without the bearer token (only the OpenAPI document)."""
 
@@ -113,17 +144,37 @@ def require_token(handler: Handler, token: str) -> Handler:
                 reason="send Authorization: Bearer <token> (TWOWAY_API_TOKEN)",
                 headers={"WWW-Authenticate": 'Bearer realm="twoway"'},
             )
-        if not hmac.compare_digest(given.strip().encode(), expected):
+        # A header's bytes that are not UTF-8 arrive surrogate-escaped: encode them back.
+        if not hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), expected):
             raise web.HTTPForbidden(reason="the bearer token is not the api's token")
         return await handler(request)
 
     return authenticated
 
 
-def add_operations(app: web.Application, operations: Sequence[Operation], token: str) -> None:
+def _route_path(path: str, parameters: Mapping[str, PathParameter]) -> str:
+    """`path` with each routed parameter's pattern in it (aiohttp's `{name:regex}`)."""
+
+    def placeholder(match: re.Match[str]) -> str:
+        parameter = parameters.get(match.group(1))
+        if parameter is None or not parameter.routed or parameter.pattern is None:
+            return match.group(0)
+        return f"{{{match.group(1)}:{parameter.pattern.removeprefix('^').removesuffix('$')}}}"
+
+    return _PATH_PARAMETER.sub(placeholder, path)
+
+
+def add_operations(
+    app: web.Application,
+    operations: Sequence[Operation],
+    token: str,
+    path_parameters: Mapping[str, PathParameter],
+) -> None:
     for operation in operations:
         handler = operation.handler if operation.public else require_token(operation.handler, token)
-        app.router.add_route(operation.method, operation.path, handler)
+        app.router.add_route(
+            operation.method, _route_path(operation.path, path_parameters), handler
+        )
 
 
 _AUTH_RESPONSES = {
@@ -168,7 +219,36 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     ]
 
 
-def _operation_object(operation: Operation, descriptions: Mapping[str, str]) -> dict[str, Any]:
+def _header_parameters(headers: Sequence[HeaderParameter]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": header.name,
+            "in": "header",
+            "required": header.required,
+            "description": header.description,
+            "schema": {"type": "string", "minLength": 1, "maxLength": header.max_length},
+        }
+        for header in headers
+    ]
+
+
+def _method_not_allowed(allowed: str) -> dict[str, Any]:
+    """The 405 any other method on the path answers, with its exact `Allow` header."""
+    return {
+        "description": f"Another method than {allowed} on this path",
+        "headers": {
+            "Allow": {
+                "description": "The path's methods",
+                "schema": {"type": "string", "const": allowed},
+            }
+        },
+        "content": {"application/json": {"schema": _ref(ErrorBody)}},
+    }
+
+
+def _operation_object(
+    operation: Operation, parameters: Mapping[str, PathParameter], allowed: str
+) -> dict[str, Any]:
     responses = dict(operation.responses)
     if not operation.public:
         responses.update(_AUTH_RESPONSES)
@@ -181,22 +261,26 @@ def _operation_object(operation: Operation, descriptions: Mapping[str, str]) -> 
                 "name": name,
                 "in": "path",
                 "required": True,
-                "description": descriptions.get(name, ""),
-                "schema": {"type": "string"},
+                "description": parameters[name].description,
+                "schema": parameters[name].schema(),
             }
             for name in operation.path_parameters
         ]
-        + (_query_parameters(operation.query) if operation.query else []),
+        + (_query_parameters(operation.query) if operation.query else [])
+        + _header_parameters(operation.headers),
         "responses": {
-            str(status): {
-                "description": response.description,
-                **(
-                    {"content": {"application/json": {"schema": _ref(response.model)}}}
-                    if response.model is not None
-                    else {}
-                ),
-            }
-            for status, response in sorted(responses.items())
+            **{
+                str(status): {
+                    "description": response.description,
+                    **(
+                        {"content": {"application/json": {"schema": _ref(response.model)}}}
+                        if response.model is not None
+                        else {}
+                    ),
+                }
+                for status, response in sorted(responses.items())
+            },
+            "405": _method_not_allowed(allowed),
         },
     }
     if operation.body is not None:
@@ -214,13 +298,18 @@ def openapi_document(
     title: str,
     version: str,
     description: str,
-    path_parameters: Mapping[str, str],
+    path_parameters: Mapping[str, PathParameter],
 ) -> dict[str, Any]:
     """The OpenAPI document of `operations`; `path_parameters` describes each `{name}`."""
+    methods: dict[str, set[str]] = {}
+    for operation in operations:
+        methods.setdefault(operation.path, set()).add(operation.method)
     paths: dict[str, dict[str, Any]] = {}
     for operation in operations:
+        # aiohttp's Allow: the path's methods, sorted, comma-separated
+        allowed = ",".join(sorted(methods[operation.path]))
         paths.setdefault(operation.path, {})[operation.method.lower()] = _operation_object(
-            operation, path_parameters
+            operation, path_parameters, allowed
         )
     return {
         "openapi": "3.1.0",

@@ -14,13 +14,14 @@ from pymongo.errors import ConnectionFailure
 from twoway.broadcasts import Broadcast, Broadcasts
 from twoway.broker import PublishFailed
 from twoway.http_errors import InvalidRequest
-from twoway.messages import EventSource, Subscription
+from twoway.messages import EVENT_SOURCE_PATTERN, EventSource, Subscription
 from twoway.phone import InvalidPhoneNumber
 from twoway.registry import HandlerRegistry
 from twoway.subscriptions import InvalidEventSource, Page, Subscriptions, UnknownEventSource
 from twoway_api.operations import (
     ErrorBody,
     Operation,
+    PathParameter,
     Response,
     json_model_response,
     parse_body,
@@ -48,8 +49,7 @@ async def domain_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """The domain's refusals as HTTP errors (rendered as JSON by `json_errors`, outside this);
-    an unreachable database or broker is 503, and any other failure a JSON 500, never a bare
-    crash page."""
+    an unreachable database or broker is 503 (any other failure is `json_errors`' JSON 500)."""
     try:
         return await handler(request)
     except (InvalidRequest, web.HTTPException):
@@ -68,9 +68,6 @@ async def domain_errors(
     except ConnectionFailure as error:
         log.error("api_database_unreachable", error=str(error))
         raise InvalidRequest(503, "database_unavailable", "retry later") from error
-    except Exception as error:
-        log.exception("api_request_failed")
-        raise InvalidRequest(500, "internal_error", "the api failed; retry later") from error
 
 
 def _event_source(request: web.Request) -> str:
@@ -199,9 +196,15 @@ _ERROR = Response("Refused; see the error body", ErrorBody)
 _UNKNOWN_SOURCE = Response("No adapter declared this event source", ErrorBody)
 _MALFORMED_SOURCE = Response("Not an event source name (Adapter.Source)", ErrorBody)
 PATH_PARAMETERS = {
-    "event_source": "An event source, Adapter.Source",
-    "phone": "A phone number, E.164 (+ escaped as %2B) or national in the default region",
-    "broadcast_id": "The id POST .../notifications answered",
+    "event_source": PathParameter(
+        "An event source, Adapter.Source (another name is refused: 422)", EVENT_SOURCE_PATTERN
+    ),
+    "phone": PathParameter(
+        "A phone number, E.164 (+ escaped as %2B) or national in the default region",
+        r"^[+(]?[0-9][0-9 ().-]*$",
+        routed=True,
+    ),
+    "broadcast_id": PathParameter("The id POST .../notifications answered"),
 }
 SUBSCRIPTION_PATH = "/event-sources/{event_source}/subscriptions"
 

@@ -106,10 +106,13 @@ class InboundAuth(BaseModel):
     )
 
 
+GATEWAY_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+
+
 class GatewayConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    id: str = Field(min_length=1, pattern=GATEWAY_ID_PATTERN)
     type: GatewayType
     url: HttpUrl
     method: Literal["GET", "POST"] = "GET"
