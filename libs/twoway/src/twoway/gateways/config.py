@@ -20,6 +20,8 @@ gateways:
       signature: true            # the dialect's own signature (twilio, vonage, webhook)
       token: SIM_INBOUND_TOKEN   # environment variable of a shared token (query `token` or header)
       allow_from: [10.0.0.0/8]   # source addresses
+    inbound_limits:              # MO per sender / per gateway, else 429 (twoway.gateways.limits)
+      per_sender: {count: 10, seconds: 60}
 
 Vendor credentials: `account` (Twilio Account SID, Vonage API key, Kannel username) and
 `secret` (the environment variable with the Twilio auth token, Vonage API secret, Kannel
@@ -36,6 +38,8 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+
+from twoway.gateways.limits import InboundLimits
 
 GatewayType = Literal["mobilefirst-http", "kannel", "twilio", "vonage", "infobip", "webhook"]
 
@@ -103,6 +107,7 @@ class GatewayConfig(BaseModel):
     max_segments: int = Field(default=10, ge=1, le=255)
     transliterate: bool = False
     inbound: InboundAuth = Field(default_factory=InboundAuth)
+    inbound_limits: InboundLimits = Field(default_factory=InboundLimits)
 
     @model_validator(mode="after")
     def _check_type_needs(self) -> GatewayConfig:
