@@ -4,20 +4,29 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 
 class InvalidRequest(Exception):
-    """A request we refuse, with its status (4xx), an error code and the field at fault."""
+    """A request we refuse, with its status (4xx), an error code, the field at fault and the
+    headers the answer carries (a 429's Retry-After)."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.field = field
+        self.headers = dict(headers or {})
 
 
 def error_response(
@@ -58,7 +67,7 @@ def json_errors(on_error: Callable[[int], None] | None = None) -> Middleware:
             return await handler(request)
         except InvalidRequest as error:
             status, code, message, field = error.status, error.code, str(error), error.field
-            headers = {}
+            headers = error.headers
         except web.HTTPException as error:
             if error.status < 400:
                 raise
