@@ -69,6 +69,7 @@ gateways:
     signature_secret: TEST_VONAGE_SIGNATURE_SECRET
     signature_method: sha256
     inbound: {signature: true}
+    inbound_limits: {per_sender: null}  # the tests post dozens of parts from one sender
 """
 
 

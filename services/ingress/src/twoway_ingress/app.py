@@ -14,6 +14,7 @@ from twoway.service import PUBLISHER, amqp_context, create_base_app, mongo_conte
 from twoway.topology import INBOUND_EXCHANGE, inbound_key
 from twoway_ingress.errors import error_response, json_errors
 from twoway_ingress.gateways import add_gateway_routes, message_log_context
+from twoway_ingress.inbound_limits import INBOUND_LIMITS, inbound_limits_context
 from twoway_ingress.long_messages import long_messages_context
 from twoway_ingress.receive import inbound_from_fields, request_fields
 from twoway_ingress.settings import IngressSettings
@@ -56,6 +57,7 @@ async def receive_sms(request: web.Request) -> web.Response:
     fields = await request_fields(request)
     gateway_id = request.app[GATEWAYS].default_gateway
     message = inbound_from_fields(fields, gateway_id, settings.default_region)
+    request.app[INBOUND_LIMITS].admit([message])
     return await publish_inbound(request, message)
 
 
@@ -72,6 +74,7 @@ def create_app(settings: IngressSettings) -> web.Application:
     app.cleanup_ctx.append(subscriptions_context(settings))
     app.cleanup_ctx.append(long_messages_context(settings))
     app.cleanup_ctx.append(message_log_context)
+    app.cleanup_ctx.append(inbound_limits_context(settings, app[GATEWAYS]))
     app.router.add_route("GET", "/subscribeSMS", subscribe_sms)
     app.router.add_route("GET", "/receiveSMS", receive_sms)
     app.router.add_route("POST", "/receiveSMS", receive_sms)

@@ -20,3 +20,14 @@ class IngressSettings(TwowaySettings):
         default_factory=list,
         description="Proxy networks whose X-Forwarded-For names the client (gateway allow-lists)",
     )
+    inbound_limit_sync_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        le=10,
+        description="How often a replica shares its inbound-limit counts through MongoDB",
+    )
+    inbound_limit_keys: int = Field(
+        default=50_000,
+        ge=100,
+        description="Inbound-limit counts (a sender's or gateway's window) kept in memory",
+    )
