@@ -56,8 +56,9 @@ Memory. A replica keeps at most `TWOWAY_INBOUND_LIMIT_KEYS` counts (50,000 by de
 hundred bytes each: about 20 MB), dropping the least recently used first; a count dropped
 before its window ended is counted in `twoway_inbound_limit_evictions_total`, and if it had been
 shared, the replica reads the total again once that sender's count is shared again (their second
-MO). Each sync also drops the least recently used counts whose window has ended. A flood of distinct senders thus costs bounded memory
-and no database writes, while a sender flooding stays at the most recently used end.
+MO). Each sync also drops the least recently used counts whose window has ended. A flood of
+distinct senders thus costs bounded memory and no database writes, while a sender flooding stays
+at the most recently used end.
 
 Every refusal counts in `twoway_inbound_rate_limited_total{gateway,limit}` (and, like every
 refusal, in `twoway_inbound_refused_total{status="429"}`); the first refusal of a count in its
