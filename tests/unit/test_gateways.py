@@ -86,7 +86,7 @@ def test_shipped_configuration_loads() -> None:
     assert default.type in DIALECTS
 
 
-INBOUND_LIMITS = (
+INBOUND_LIMITS: tuple[tuple[str, dict[str, Any], InboundLimits], ...] = (
     ("default", {}, InboundLimits(per_sender=Window(count=10, seconds=60), per_gateway=None)),
     ("sender-off", {"per_sender": None}, InboundLimits(per_sender=None)),
     (
