@@ -75,6 +75,7 @@ gateways:
     signature_method: sha256
     own_numbers: ["+447700900000"]
     inbound: {signature: true}
+    inbound_limits: {per_sender: null}  # the tests post dozens of parts from one sender
 """
 
 

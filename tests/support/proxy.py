@@ -13,19 +13,21 @@ class DatabaseProxy:
     def __init__(self, mongo_url: str) -> None:
         self._parts = urlsplit(mongo_url)
         self._server: asyncio.Server | None = None
+        self._port = 0
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._connect, "127.0.0.1", 0)
+        """Listen (again after `cut`, on the same port: the database is back)."""
+        self._server = await asyncio.start_server(self._connect, "127.0.0.1", self._port)
+        self._port = self._server.sockets[0].getsockname()[1]
 
     @property
     def mongo_url(self) -> str:
         """The database's URL through this proxy (a direct connection: the client never looks
         for other replica-set members, which it would reach around the proxy)."""
-        assert self._server is not None
-        port = self._server.sockets[0].getsockname()[1]
+        assert self._port, "the proxy was never started"
         user = self._parts.netloc.rpartition("@")[0]
-        netloc = f"{user}@127.0.0.1:{port}" if user else f"127.0.0.1:{port}"
+        netloc = f"{user}@127.0.0.1:{self._port}" if user else f"127.0.0.1:{self._port}"
         query = "&".join(filter(None, (self._parts.query, "directConnection=true")))
         return urlunsplit(self._parts._replace(netloc=netloc, path="/", query=query))
 

@@ -15,6 +15,7 @@ from twoway.gateways import DIALECTS
 from twoway.gateways.base import GatewayRequest
 from twoway.gateways.config import GatewayConfig, GatewaySecrets, load_gateways
 from twoway.gateways.encoding import segment
+from twoway.gateways.limits import InboundLimits, Window
 from twoway.gateways.mobilefirst import build_requests
 from twoway.gateways.results import classify_status, parse_retry_after
 from twoway.messages import OutboundSMS
@@ -85,6 +86,41 @@ def test_shipped_configuration_loads() -> None:
     assert default is not None
     assert default.id == config.default_gateway
     assert default.type in DIALECTS
+
+
+INBOUND_LIMITS: tuple[tuple[str, dict[str, Any], InboundLimits], ...] = (
+    ("default", {}, InboundLimits(per_sender=Window(count=10, seconds=60), per_gateway=None)),
+    ("sender-off", {"per_sender": None}, InboundLimits(per_sender=None)),
+    (
+        "gateway-on",
+        {"per_gateway": {"count": 3000, "seconds": 60}},
+        InboundLimits(per_gateway=Window(count=3000, seconds=60)),
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [case[1:] for case in INBOUND_LIMITS],
+    ids=[case[0] for case in INBOUND_LIMITS],
+)
+def test_inbound_limits(fields: dict[str, Any], expected: InboundLimits) -> None:
+    assert gateway(inbound_limits=fields).inbound_limits == expected
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"per_sender": {"count": 0, "seconds": 60}},
+        {"per_sender": {"count": 10, "seconds": 86_401}},
+        {"per_sender": {"count": 10}},
+        {"per_ip": {"count": 10, "seconds": 60}},
+    ],
+    ids=["count-zero", "longer-than-a-day", "no-seconds", "unknown-limit"],
+)
+def test_bad_inbound_limits_rejected(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match="inbound_limits"):
+        gateway(inbound_limits=fields)
 
 
 @pytest.mark.parametrize(

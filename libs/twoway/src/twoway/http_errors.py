@@ -5,7 +5,7 @@ a failure nobody expected (500 `internal_error`, logged with its traceback)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 from aiohttp import web
@@ -15,13 +15,22 @@ log = structlog.get_logger(__name__)
 
 
 class InvalidRequest(Exception):
-    """A request we refuse, with its status (4xx), an error code and the field at fault."""
+    """A request we refuse, with its status (4xx), an error code, the field at fault and the
+    headers the answer carries (a 429's Retry-After)."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.field = field
+        self.headers = dict(headers or {})
 
 
 def error_response(
@@ -63,7 +72,7 @@ def json_errors(on_error: Callable[[int], None] | None = None) -> Middleware:
             return await handler(request)
         except InvalidRequest as error:
             status, code, message, field = error.status, error.code, str(error), error.field
-            headers = {}
+            headers = error.headers
         except web.HTTPException as error:
             if error.status < 400:
                 raise

@@ -25,6 +25,19 @@ OPEN_GATEWAY_POSTS = Counter(
 INBOUND_REFUSED = Counter(
     "twoway_inbound_refused_total", "Inbound posts refused by ingress", ["status"]
 )
+INBOUND_RATE_LIMITED = Counter(
+    "twoway_inbound_rate_limited_total",
+    "Inbound SMS refused (429) over a gateway's inbound limit",
+    ["gateway", "limit"],
+)
+INBOUND_LIMIT_SYNC_ERRORS = Counter(
+    "twoway_inbound_limit_sync_errors_total",
+    "Failed exchanges of inbound-limit counts with MongoDB (each replica then counts alone)",
+)
+INBOUND_LIMIT_EVICTIONS = Counter(
+    "twoway_inbound_limit_evictions_total",
+    "Inbound-limit counts dropped from memory before their window ended (too many senders)",
+)
 DELIVERY_REPORTS = Counter(
     "twoway_delivery_reports_total",
     "Delivery reports ingress accepted from gateways, by status",

@@ -14,6 +14,7 @@ from twoway_ingress.gateways import (
     add_gateway_routes,
     message_log_context,
 )
+from twoway_ingress.inbound_limits import inbound_limits_context
 from twoway_ingress.long_messages import long_messages_context
 from twoway_ingress.settings import IngressSettings
 from twoway_ingress.subscribe import add_subscribe_route
@@ -68,6 +69,7 @@ def create_app(settings: IngressSettings) -> web.Application:
     app.cleanup_ctx.append(mongo_context(settings, "ingress", ready_check=False))
     app.cleanup_ctx.append(long_messages_context(settings))
     app.cleanup_ctx.append(message_log_context)
+    app.cleanup_ctx.append(inbound_limits_context(settings, app[GATEWAYS]))
     app.router.add_route("GET", "/receiveSMS", receive_sms)
     app.router.add_route("POST", "/receiveSMS", receive_sms)
     add_gateway_routes(app, app[GATEWAYS], settings)

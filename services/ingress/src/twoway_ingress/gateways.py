@@ -6,10 +6,11 @@ A gateway posts MO (inbound) or delivery reports (status) in its own shape; its 
 gateway; 403 when the post fails the gateway's authenticity checks, or a delivery report's
 reference is not one we signed for this gateway (`ForgedReference`: none of the post's reports is
 logged or published); each 403 is logged with the reason, never the body. 400/422 JSON for a post
-we cannot understand; 503 when the broker did not confirm, or for a delivery report when the
-database is unreachable (the gateway retries); otherwise the answer the gateway expects (an empty
-body for Kannel, so that it sends no reply SMS; empty TwiML for Twilio), only once every message
-of the post is confirmed.
+we cannot understand; 429 JSON with Retry-After for MO over the gateway's inbound limits
+(`twoway_ingress.inbound_limits`); 503 when the broker did not confirm, or for a delivery report
+when the database is unreachable (the gateway retries); otherwise the answer the gateway expects
+(an empty body for Kannel, so that it sends no reply SMS; empty TwiML for Twilio), only once every
+message of the post is confirmed.
 
 A part of a long SMS (a dialect's `message_part`, Vonage's `concat` fields) is answered once it
 is stored in MongoDB (503 while it cannot be); the post that completes the set publishes the
@@ -43,6 +44,7 @@ from twoway.messages import DeliveryEvent, Envelope, InboundSMS
 from twoway.service import MONGO_DB, PUBLISHER
 from twoway.topology import EVENTS_EXCHANGE, INBOUND_EXCHANGE, event_key, inbound_key
 from twoway_ingress.errors import InvalidRequest, error_response, refusing_malformed_bodies
+from twoway_ingress.inbound_limits import INBOUND_LIMITS
 from twoway_ingress.long_messages import LONG_MESSAGES, StillAssembling
 from twoway_ingress.settings import IngressSettings
 
@@ -256,6 +258,7 @@ async def accept_inbound(
     )
     read_part = part_reader(gateway.dialect)
     part = _parsed(lambda: read_part(gateway.config, webhook)) if read_part else None
+    request.app[INBOUND_LIMITS].admit(messages)
     if part is not None and len(messages) == 1:
         return await _inbound_part(request, gateway, messages[0], part)
     refused = await _publish_all(

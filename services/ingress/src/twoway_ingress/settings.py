@@ -55,3 +55,15 @@ class IngressSettings(ReferenceSettings):
         if self.subscribe_mode == "gateway" and self.subscribe_gateway is None:
             raise ValueError("subscribe_mode gateway needs subscribe_gateway")
         return self
+
+    inbound_limit_sync_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        le=10,
+        description="How often a replica shares its inbound-limit counts through MongoDB",
+    )
+    inbound_limit_keys: int = Field(
+        default=50_000,
+        ge=100,
+        description="Inbound-limit counts (a sender's or gateway's window) kept in memory",
+    )

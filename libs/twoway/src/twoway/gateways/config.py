@@ -30,6 +30,9 @@ gateways:
       number_types: [mobile, fixed_line, fixed_line_or_mobile]  # absent: all but premium_rate,
                                  # shared_cost, personal_number and unknown (fictitious numbers)
     recipient_limit: {count: 10, seconds: 60}  # replies to one number (the default); null: none
+    inbound_limits:              # MO per sender / per gateway, else 429 (twoway.gateways.limits)
+      per_sender: {count: 10, seconds: 60}
+
 
 Every configured inbound check must pass; a gateway with none refuses to start unless it says
 `open: true`. `own_numbers` (with `default_sender`, which is always one) lists the short codes,
@@ -54,6 +57,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from twoway.gateways.destinations import DestinationPolicy, RecipientLimit
+from twoway.gateways.limits import InboundLimits
 from twoway.phone import InvalidPhoneNumber, NumberFormat, parse_gateway_number
 
 GatewayType = Literal["mobilefirst-http", "kannel", "twilio", "vonage", "infobip", "webhook"]
@@ -161,6 +165,7 @@ class GatewayConfig(BaseModel):
     )
     destinations: DestinationPolicy = Field(default_factory=DestinationPolicy)
     recipient_limit: RecipientLimit | None = Field(default_factory=RecipientLimit)
+    inbound_limits: InboundLimits = Field(default_factory=InboundLimits)
 
     @model_validator(mode="after")
     def _check_type_needs(self) -> GatewayConfig:
