@@ -186,6 +186,8 @@ gateways:
   - id: sim
     type: mobilefirst-http
     url: http://127.0.0.1:9/sendSMS
+    default_sender: "12345"
+    inbound: {open: true}
     inbound_limits:
       per_sender: {count: 3, seconds: 86400}
 """
@@ -195,7 +197,9 @@ gateways:
 def ingress_settings(make_settings: Callable[..., Any], tmp_path: Path) -> IngressSettings:
     config = tmp_path / "gateways.yaml"
     config.write_text(GATEWAYS)
-    settings: IngressSettings = make_settings(IngressSettings, gateways_file=config)
+    settings: IngressSettings = make_settings(
+        IngressSettings, gateways_file=config, receive_gateway="sim"
+    )
     return settings
 
 
