@@ -47,6 +47,7 @@ password, Infobip API key, or the webhook's bearer token).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
@@ -187,14 +188,12 @@ class GatewayConfig(BaseModel):
         """Which of our numbers an MO's `to` names, spelled as configured (so a reply comes from
         exactly that); None when it is none of them. Phone numbers match whatever their
         spelling (`447700900000` is `+447700900000`), short codes and sender ids exactly."""
-        owned = [*self.own_numbers, *([self.default_sender] if self.default_sender else [])]
+        owned = (*self.own_numbers, *((self.default_sender,) if self.default_sender else ()))
         if recipient in owned:
             return recipient
         region = self.region or default_region
         wanted = _as_number(recipient, self.numbers, region)
-        if wanted is None:
-            return None
-        return next((own for own in owned if _as_number(own, "auto", region) == wanted), None)
+        return None if wanted is None else _numbers_of(owned, region).get(wanted)
 
     def secrets(self, environ: Mapping[str, str], *, reference_secret: str) -> GatewaySecrets:
         """Every secret this gateway names, and the deployment's `reference_secret`; `KeyError`
@@ -218,6 +217,13 @@ class GatewayConfig(BaseModel):
                 environ[self.inbound.basic_auth.password] if self.inbound.basic_auth else None
             ),
         )
+
+
+@functools.cache
+def _numbers_of(owned: tuple[str, ...], region: str) -> dict[str, str]:
+    """The phone numbers among a gateway's own numbers: E.164 -> as configured (read once)."""
+    numbers = ((_as_number(own, "auto", region), own) for own in owned)
+    return {number: own for number, own in numbers if number is not None}
 
 
 def _as_number(value: str, number_format: NumberFormat, region: str) -> str | None:
