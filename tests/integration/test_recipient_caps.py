@@ -72,9 +72,16 @@ def cap(counted: Counted, clock: Clock, count: int = 3, gateway: str = "g") -> R
     return RecipientCap(windows, gateway, RecipientLimit(count=count, seconds=60), clock=clock)
 
 
-async def test_a_lone_reply_costs_one_operation(counts: Counted) -> None:
-    assert await cap(counts, Clock()).allows(ANN)
+async def test_a_lone_reply_costs_nothing_and_the_second_writes_both(
+    counts: Counted, mongo_db: AsyncDatabase[Document]
+) -> None:
+    limited = cap(counts, Clock())
+    assert await limited.allows(ANN)
+    assert counts.calls == {}
+    assert await limited.allows(ANN)
     assert counts.calls == {"find_one_and_update": 1}
+    [document] = await mongo_db[COUNTS_COLLECTION].find().to_list()
+    assert document["count"] == 2
 
 
 async def test_the_cap_stops_the_next_reply_to_that_number_only(counts: Counted) -> None:
@@ -97,7 +104,7 @@ async def test_a_capped_number_costs_nothing_more_until_the_window_ends(counts: 
 
 async def test_concurrent_replies_are_counted_in_one_batch(counts: Counted) -> None:
     limited = cap(counts, Clock(), count=5)
-    await limited.allows(BOB)  # the first one goes alone; the rest queue behind it
+    await limited.allows(BOB)  # counted in memory; its next reply writes both
     counts.calls.clear()
     allowed = await asyncio.gather(*(limited.allows(ANN) for _ in range(8)), limited.allows(BOB))
     assert allowed == [True] * 5 + [False] * 3 + [True]
@@ -107,8 +114,15 @@ async def test_concurrent_replies_are_counted_in_one_batch(counts: Counted) -> N
 async def test_replicas_share_the_count(counts: Counted) -> None:
     clock = Clock()
     first, second = cap(counts, clock), cap(counts, clock)
-    assert [await first.allows(ANN), await second.allows(ANN)] == [True, True]
-    assert [await second.allows(ANN), await first.allows(ANN)] == [True, False]
+    assert [await first.allows(ANN), await second.allows(ANN)] == [True, True]  # in memory
+    assert [await second.allows(ANN), await first.allows(ANN)] == [True, False]  # 2, then 4
+
+
+async def test_two_replicas_let_at_most_one_more_through(counts: Counted) -> None:
+    clock = Clock()
+    first, second = cap(counts, clock), cap(counts, clock)
+    assert [await first.allows(ANN) for _ in range(4)] == [True, True, True, False]
+    assert [await second.allows(ANN) for _ in range(2)] == [True, False]  # its first: unshared
 
 
 async def test_gateways_count_apart(counts: Counted) -> None:
@@ -121,23 +135,26 @@ async def test_gateways_count_apart(counts: Counted) -> None:
 async def test_a_window_created_meanwhile_by_another_replica_is_counted_in(
     counts: Counted,
 ) -> None:
-    limited = cap(counts, Clock(), count=2)
+    limited = cap(counts, Clock(), count=3)
+    assert await limited.allows(ANN)  # in memory
     counts.lose_race = True
-    assert await limited.allows(ANN)  # the other replica's one, then ours
+    assert await limited.allows(ANN)  # the other replica's one, then our two
     assert not await limited.allows(ANN)
 
 
 async def test_a_batch_that_loses_a_race_counts_again(counts: Counted) -> None:
-    limited = cap(counts, Clock(), count=2)
+    limited = cap(counts, Clock(), count=3)
     await limited.allows(BOB)
+    await limited.allows(ANN)
     counts.lose_race = True
     allowed = await asyncio.gather(*(limited.allows(n) for n in (ANN, ANN, BOB)))
-    assert allowed == [True, False, True]  # ANN: the other replica's first, then our two
+    assert allowed == [True, False, True]  # ANN: the other replica's first, then our three
 
 
 async def test_another_write_error_fails_the_batch(counts: Counted) -> None:
     limited = cap(counts, Clock())
     await limited.allows(BOB)
+    await limited.allows(ANN)
     counts.write_error = 121
     results = await asyncio.gather(limited.allows(ANN), limited.allows(BOB), return_exceptions=True)
     assert [type(result) for result in results] == [BulkWriteError, BulkWriteError]
@@ -147,7 +164,9 @@ async def test_counts_expire(counts: Counted, mongo_db: AsyncDatabase[Document])
     await WindowCounts(mongo_db[COUNTS_COLLECTION]).ensure_indexes()
     indexes = await mongo_db[COUNTS_COLLECTION].index_information()
     assert any(index.get("expireAfterSeconds") == 0 for index in indexes.values())
-    await cap(counts, Clock(6_000.0)).allows(ANN)
+    limited = cap(counts, Clock(6_000.0))
+    await limited.allows(ANN)
+    await limited.allows(ANN)
     [document] = await mongo_db[COUNTS_COLLECTION].find().to_list()
     assert ANN not in str(document)
     assert document["expires_at"].timestamp() == 6_000.0 + 60 + 60
