@@ -161,6 +161,7 @@ def ingress_requests(draw_: st.DrawFn) -> Fuzzed:
                 "/healthz",
                 "/readyz",
                 "/metrics",
+                "/openapi.json",
                 "/gateways/{other}/inbound",
             ]
         )

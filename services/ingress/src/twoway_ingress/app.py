@@ -16,6 +16,7 @@ from twoway_ingress.gateways import (
 )
 from twoway_ingress.inbound_limits import inbound_limits_context
 from twoway_ingress.long_messages import long_messages_context
+from twoway_ingress.openapi import serve_openapi
 from twoway_ingress.settings import IngressSettings
 from twoway_ingress.subscribe import add_subscribe_route
 
@@ -74,4 +75,5 @@ def create_app(settings: IngressSettings) -> web.Application:
     app.router.add_route("POST", "/receiveSMS", receive_sms)
     add_gateway_routes(app, app[GATEWAYS], settings)
     add_subscribe_route(app, settings)
+    app.router.add_get("/openapi.json", serve_openapi)
     return app
