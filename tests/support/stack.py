@@ -117,11 +117,13 @@ async def running_stack(
     *,
     delivery_reports: bool = False,
     outbound_settings: Mapping[str, Any] | None = None,
+    ingress_settings: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
     """Every service, started in dependency order (the router last, once adapters registered).
 
     `delivery_reports`: the simulator reports each MT delivered to ingress's status endpoint.
-    `outbound_settings`: overrides of outbound's settings (short `retry_delays`, say)."""
+    `outbound_settings`, `ingress_settings`: overrides of those services' settings (short
+    `retry_delays`, a larger `max_body_bytes`, say)."""
     async with AsyncExitStack() as running:
         http = await running.enter_async_context(aiohttp.ClientSession())
         gateway = await running.enter_async_context(
@@ -133,9 +135,12 @@ async def running_stack(
                 create_ingress(
                     make_settings(
                         IngressSettings,
-                        max_body_bytes=2048,
-                        gateways_file=gateways,
-                        receive_gateway="sim",
+                        **{
+                            "max_body_bytes": 2048,
+                            "gateways_file": gateways,
+                            "receive_gateway": "sim",
+                            **(ingress_settings or {}),
+                        },
                     )
                 )
             )

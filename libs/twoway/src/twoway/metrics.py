@@ -7,6 +7,11 @@ from prometheus_client import Counter, Histogram
 PUBLISH_ERRORS = Counter(
     "twoway_publish_errors_total", "Publishes the broker did not confirm", ["exchange"]
 )
+BROKER_RECONNECTS = Counter(
+    "twoway_broker_reconnects_total",
+    "Times a service's broker connection was lost and made again",
+    ["service"],
+)
 CONSUMED = Counter("twoway_consumed_total", "Messages consumed and acked", ["queue"])
 CONSUME_ERRORS = Counter(
     "twoway_consume_errors_total", "Messages whose handler failed and were requeued", ["queue"]

@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from twoway import metrics
 from twoway.broker import Consumer, Publisher, connect
 from twoway.settings import TwowaySettings
 from twoway.storage import Document, database, mongo_client, ping
@@ -86,6 +87,8 @@ def amqp_context(settings: TwowaySettings, service: str) -> CleanupContext:
         await declare_exchanges(publisher.channel)
         app[AMQP_CONNECTION] = connection
         app[PUBLISHER] = publisher
+        reconnects = metrics.BROKER_RECONNECTS.labels(service=service)
+        connection.reconnect_callbacks.add(lambda *_: reconnects.inc())
 
         async def broker_ready() -> bool:
             return not connection.is_closed and not publisher.channel.is_closed
