@@ -220,6 +220,35 @@ async def test_a_handler_that_succeeds_on_its_last_delivery_is_acked(
     assert await queue_length(amqp, dead_letter_queue(ROUTER_QUEUE)) == 0
 
 
+async def test_a_retry_copy_counts_its_own_deliveries_from_one(
+    amqp: AbstractRobustConnection, publisher: Publisher
+) -> None:
+    await declare_work_queue(
+        publisher.channel,
+        ROUTER_QUEUE,
+        exchange=INBOUND_EXCHANGE,
+        binding_keys=["inbound.#"],
+        retry_delays=[1],
+    )
+    seen: list[tuple[int, int]] = []
+
+    async def handle(_message: InboundSMS, delivery: Delivery) -> None:
+        seen.append((delivery.attempt, delivery.number))
+        if delivery.attempt == 1 and delivery.number == 1:
+            raise ConnectionError("database restarting")  # redelivered: x-delivery-count 1
+        if delivery.attempt == 1:
+            await publisher.retry_later(delivery, ROUTER_QUEUE, 1, 2)
+
+    consumer = await consume_with(amqp, publisher, handle)
+    await publisher.publish(inbound(), exchange=INBOUND_EXCHANGE, routing_key="inbound.sim")
+    for _ in range(250):
+        if len(seen) == 3:
+            break
+        await asyncio.sleep(0.02)
+    await consumer.stop(grace=2)
+    assert seen == [(1, 1), (1, 2), (2, 1)], "the copy does not inherit the first's deliveries"
+
+
 async def test_a_message_whose_deliveries_keep_ending_without_an_ack_is_dead_lettered_unhandled(
     amqp: AbstractRobustConnection, publisher: Publisher
 ) -> None:

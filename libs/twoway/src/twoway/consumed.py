@@ -50,7 +50,9 @@ class Delivery:
 
     body: bytes = field(repr=False)
     headers: Headers = field(repr=False)
-    """As delivered, to copy on with the message; read the typed fields instead."""
+    """To copy on with the message (read the typed fields instead): as delivered, less the
+    broker's delivery count, which counts this copy's deliveries and none of the next's
+    (RabbitMQ 3.10 sets it on every delivery, 0 on the first; a copy must not rely on that)."""
     message_id: str | None
     correlation_id: str | None
     type: str | None
@@ -92,7 +94,7 @@ def read_delivery(
     number = (_whole(headers, HEADER_DELIVERY_COUNT) or 0) + 1
     return Delivery(
         body=body,
-        headers=headers,
+        headers={name: value for name, value in headers.items() if name != HEADER_DELIVERY_COUNT},
         message_id=message_id,
         correlation_id=correlation_id,
         type=type,
