@@ -231,37 +231,37 @@ class Publisher:
                 f"{type(error).__name__}: {error}"
             ) from error
 
-    async def dead_letter(self, incoming: Consumed, queue: str, reason: str) -> None:
-        """Copy `incoming` to `queue`'s dead-letter queue, with `reason` in its headers."""
+    async def dead_letter(self, consumed: Consumed, queue: str, reason: str) -> None:
+        """Copy `consumed` to `queue`'s dead-letter queue, with `reason` in its headers."""
         await self.forward(
-            incoming,
+            consumed,
             exchange=DEAD_LETTER_EXCHANGE,
             routing_key=queue,
-            headers={**incoming.headers, HEADER_REASON: reason},
+            headers={**consumed.headers, HEADER_REASON: reason},
         )
         metrics.DEAD_LETTERS.labels(queue=queue).inc()
 
     async def retry_later(
         self,
-        incoming: Consumed,
+        consumed: Consumed,
         queue: str,
         delay_seconds: int,
         attempt: int,
         headers: Headers | None = None,
     ) -> None:
-        """Park a copy of `incoming` in `queue`'s delay queue; after `delay_seconds` the broker
+        """Park a copy of `consumed` in `queue`'s delay queue; after `delay_seconds` the broker
         puts it back into `queue`, marked as attempt number `attempt` (`Delivery.attempt`), with
         `headers` added."""
         await self.forward(
-            incoming,
+            consumed,
             exchange="",
             routing_key=retry_queue(queue, delay_seconds),
-            headers={**incoming.headers, **(headers or {}), HEADER_ATTEMPT: attempt},
+            headers={**consumed.headers, **(headers or {}), HEADER_ATTEMPT: attempt},
         )
 
     async def forward(
         self,
-        incoming: Consumed,
+        consumed: Consumed,
         *,
         exchange: str,
         routing_key: str,
@@ -269,13 +269,13 @@ class Publisher:
     ) -> None:
         """Publish a consumed message on, unchanged, with its ids and the given headers."""
         await self.publish_body(
-            incoming.body,
+            consumed.body,
             exchange=exchange,
             routing_key=routing_key,
             headers=headers,
-            message_id=incoming.message_id,
-            correlation_id=incoming.correlation_id,
-            message_type=incoming.type,
+            message_id=consumed.message_id,
+            correlation_id=consumed.correlation_id,
+            message_type=consumed.type,
         )
 
 
