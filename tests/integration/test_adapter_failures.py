@@ -317,3 +317,50 @@ async def test_a_slow_handler_does_not_hold_up_the_others(harness: Harness) -> N
     replies = await harness.replies(2)
     assert [reply.text for reply in replies] == ["quick done", "slow done"]
     assert harness.calls.order == ["quick finished", "slow finished"]
+
+
+async def test_an_sms_whose_handling_keeps_killing_the_adapter_is_dead_lettered_unhandled(
+    make_settings: Callable[..., Any], amqp: AbstractRobustConnection
+) -> None:
+    """Each run of the adapter dies holding the SMS (its handler never ends; the process stops
+    without an ack); after `max_deliveries` such deliveries the next run parks it unhandled."""
+    await delete_queues(amqp, adapter_queues(NAME, [1]))
+    adapter = Adapter(NAME)
+    held: list[asyncio.Task[Any]] = []
+    entered = asyncio.Event()
+
+    @adapter.handler({"keyword": "DIE"})
+    async def die(_context: HandlerContext) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        held.append(task)
+        entered.set()
+        await asyncio.Event().wait()
+
+    settings = make_settings(
+        AdapterSettings, max_deliveries=2, shutdown_grace=0.1, handler_retry_delays=[1]
+    )
+    publisher = await Publisher.open(amqp, confirm_timeout=5)
+    try:
+        await declare_exchanges(publisher.channel)
+        for run in range(settings.max_deliveries + 1):
+            async with serving(adapter.create_app(settings)):
+                if run == 0:
+                    await publisher.publish(
+                        InboundSMS(gateway_id="sim", sender=SENDER, text="DIE now"),
+                        exchange=ADAPTERS_EXCHANGE,
+                        routing_key=NAME,
+                        headers={HEADER_HANDLER: "die"},
+                    )
+                if run < settings.max_deliveries:
+                    await asyncio.wait_for(entered.wait(), 10)
+                    entered.clear()
+                else:
+                    [dead] = await drain(amqp, dead_letter_queue(QUEUE), expect=1)
+    finally:
+        for task in held:
+            task.cancel()
+        await asyncio.gather(*held, return_exceptions=True)
+        await publisher.channel.close()
+    assert dead.headers["twoway-reason"] == "redelivered 2 times without an outcome"
+    assert len(held) == settings.max_deliveries, "handled once per delivery, not after"

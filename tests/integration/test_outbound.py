@@ -45,6 +45,7 @@ from twoway.topology import (
 )
 from twoway_devstack import ServerUrls
 from twoway_outbound.app import create_app
+from twoway_outbound.ledger import SentLedger, SentRecord
 from twoway_outbound.settings import OutboundSettings
 
 pytestmark = [pytest.mark.rabbit, pytest.mark.mongo]
@@ -250,6 +251,35 @@ async def test_a_client_error_is_dead_lettered_with_a_failed_event(
     assert accepted.status == "accepted"
     assert (event.status, event.outbound_id) == ("failed", message.message_id)
     assert "HTTP 400" in event.detail
+
+
+async def test_a_message_outbound_keeps_failing_on_is_dead_lettered_and_the_next_is_sent(
+    outbound: Publisher,
+    gateway: tuple[FakeGateway, str],
+    amqp: AbstractRobustConnection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, _ = gateway
+    find = SentLedger.find
+
+    async def breaks_on_poison(
+        self: SentLedger, message_id: str, *, may_repeat: bool
+    ) -> SentRecord | None:
+        if message_id == poison.message_id:
+            raise RuntimeError("the message log broke")
+        return await find(self, message_id, may_repeat=may_repeat)
+
+    monkeypatch.setattr(SentLedger, "find", breaks_on_poison)
+    poison = OutboundSMS(to="+15551234567", text="poison")
+    await outbound.publish(poison, exchange=OUTBOUND_EXCHANGE, routing_key="outbound.fake")
+    [dead] = await drain(amqp, dead_letter_queue(OUTBOUND_QUEUE), expect=1)
+    assert dead.message_id == poison.message_id
+    assert (
+        dead.headers["twoway-reason"] == "failed 5 times; last: RuntimeError: the message log broke"
+    )
+    await send(outbound, text="next")
+    await wait_for(lambda: len(fake.requests) == 1)
+    assert fake.requests[0]["message"] == "next"
 
 
 async def test_the_last_attempt_fails_for_good(

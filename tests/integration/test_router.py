@@ -42,11 +42,14 @@ from twoway.topology import (
     HEADER_REASON,
     INBOUND_EXCHANGE,
     OUTBOUND_EXCHANGE,
+    ROUTER_QUEUE,
     UNMATCHED_QUEUE,
+    dead_letter_queue,
     declare_exchanges,
     inbound_key,
 )
 from twoway_router.app import ROUTER, create_app
+from twoway_router.compliance import Compliance
 from twoway_router.router import Router
 from twoway_router.settings import RouterSettings
 from twoway_router.unmatched import UNMATCHED
@@ -364,3 +367,29 @@ async def test_each_senders_sms_keep_their_order(start_router: StartRouter) -> N
     routed = [InboundSMS.model_validate_json(m.body) for m in await harness.taken(bank, 60)]
     for sender, ids in sent.items():
         assert [m.message_id for m in routed if m.sender == sender] == ids
+
+
+async def test_an_sms_that_breaks_the_router_is_dead_lettered_and_the_next_is_routed(
+    start_router: StartRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handle = Compliance.handle
+
+    async def breaks_on_poison(self: Compliance, message: InboundSMS) -> bool:
+        if message.text == "BAL poison":
+            raise RuntimeError("the opt-out store broke")
+        return await handle(self, message)
+
+    monkeypatch.setattr(Compliance, "handle", breaks_on_poison)
+    harness = await start_router(max_deliveries=2)
+    bank = await harness.listen(ADAPTERS_EXCHANGE, "bank")
+    await harness.register("bank", handler("bank", "balance", {"keyword": "BAL"}))
+    await until(lambda: harness.router.table.registration("bank", "balance") is not None)
+    poison = await harness.send("BAL poison")
+    [dead] = await harness.taken(dead_letter_queue(ROUTER_QUEUE), 1)
+    assert dead.message_id == poison.message_id
+    assert dead.headers[HEADER_REASON] == (
+        "failed 2 times; last: RuntimeError: the opt-out store broke"
+    )
+    good = await harness.send("BAL please")
+    [routed] = await harness.taken(bank, 1)
+    assert routed.message_id == good.message_id

@@ -28,7 +28,6 @@ from twoway.topology import (
     BROADCAST_ADAPTER,
     BROADCAST_EVENTS_QUEUE,
     BROADCASTS_QUEUE,
-    DELIVERY_LIMIT,
     EVENTS_EXCHANGE,
     HEADER_BCC,
     HEADER_REASON,
@@ -230,7 +229,8 @@ async def test_a_broadcast_that_fails_on_every_try_ends_failed_with_the_reason(
         yield []  # never reached: an async generator, as `recipients` is
 
     monkeypatch.setattr(SubscriptionStore, "recipients", cursor_dies)
-    async with serving(create_app(worker_settings())):
+    settings = worker_settings(max_deliveries=3)
+    async with serving(create_app(settings)):
         requested = await broadcasts.request(NEWS, "Markets are up")
         broadcast = await finished(broadcasts.store, requested.broadcast_id)
         [command] = await drain(amqp, dead_letter_queue(BROADCASTS_QUEUE), expect=1)
@@ -238,7 +238,7 @@ async def test_a_broadcast_that_fails_on_every_try_ends_failed_with_the_reason(
     assert broadcast.status == "failed"
     assert "the subscriptions cursor died" in broadcast.detail
     assert broadcast.finished_at is not None
-    assert tries == DELIVERY_LIMIT + 1
+    assert tries == settings.max_deliveries
     assert StartBroadcast.model_validate_json(command.body).broadcast_id == broadcast.broadcast_id
     assert command.headers[HEADER_REASON] == broadcast.detail
     await published(amqp, 0)

@@ -9,13 +9,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustConnection
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from tests.support.broker import drain
 from tests.support.servers import serving
 from twoway.broker import Consumer, Publisher
+from twoway.consumed import Delivery
 from twoway.messages import InboundSMS
 from twoway.topology import INBOUND_EXCHANGE, ROUTER_QUEUE, declare_exchanges, declare_work_queue
 from twoway.tracing import TRACER
@@ -45,11 +46,11 @@ async def test_the_consumer_span_continues_the_publishers_trace(
     )
     seen: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
 
-    async def handle(_message: InboundSMS, incoming: AbstractIncomingMessage) -> None:
+    async def handle(_message: InboundSMS, delivery: Delivery) -> None:
         context = trace.get_current_span().get_span_context()
-        seen.set_result((context.trace_id, str(incoming.headers["traceparent"])))
+        seen.set_result((context.trace_id, str(delivery.headers["traceparent"])))
 
-    consumer = Consumer(queue, InboundSMS, handle, publisher)
+    consumer = Consumer(queue, InboundSMS, handle, publisher, max_deliveries=5)
     await consumer.start()
     with TRACER.start_as_current_span("gateway post") as root:
         message = InboundSMS(gateway_id="sim", sender="+15551234567", text="ECHO hi")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from twoway.broker import Reject
+from twoway.consumed import read_delivery
 from twoway.conversations import ConversationRef, answered_conversation, conversation_key
 from twoway.handler_policy import GiveUp, HandlerTimedOut, RetryLater, decide
 from twoway.messages import InboundSMS
@@ -185,7 +186,16 @@ ANSWERS = [
 )
 def test_answered_conversation(headers: dict[str, str], expected: ConversationRef | None) -> None:
     message = InboundSMS(gateway_id="sim", sender="+15551234567", recipient="12345", text="10")
-    assert answered_conversation(message, headers) == expected
+    delivery = read_delivery(
+        b"",
+        headers,
+        message_id=message.message_id,
+        correlation_id=None,
+        type=message.type,
+        redelivered=False,
+        max_deliveries=5,
+    )
+    assert answered_conversation(message, delivery) == expected
 
 
 def test_conversations_are_per_sender_and_recipient() -> None:

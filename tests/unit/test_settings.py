@@ -41,6 +41,10 @@ def test_defaults() -> None:
     assert settings.host == "127.0.0.1"
 
 
+def test_a_worker_tries_a_message_five_times_by_default() -> None:
+    assert WorkerSettings().max_deliveries == 5
+
+
 @pytest.mark.parametrize(
     ("settings_class", "port"),
     [
@@ -146,6 +150,9 @@ INVALID_CASES = (
     ("region-three-letters", "TWOWAY_DEFAULT_REGION", "USA", "default_region", TwowaySettings),
     ("port-too-large", "TWOWAY_PORT", "70000", "port", IngressSettings),
     ("shutdown-grace-zero", "TWOWAY_SHUTDOWN_GRACE", "0", "shutdown_grace", WorkerSettings),
+    ("max-deliveries-zero", "TWOWAY_MAX_DELIVERIES", "0", "max_deliveries", WorkerSettings),
+    # above the queues' own x-delivery-limit, the broker would dead-letter without our reason
+    ("max-deliveries-over-limit", "TWOWAY_MAX_DELIVERIES", "21", "max_deliveries", WorkerSettings),
     ("retry-delays-empty", "TWOWAY_RETRY_DELAYS", "[]", "retry_delays", OutboundSettings),
     ("max-attempts-zero", "TWOWAY_MAX_ATTEMPTS", "0", "max_attempts", OutboundSettings),
 )

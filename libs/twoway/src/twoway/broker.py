@@ -5,15 +5,17 @@
   returns only once the broker has the message, and raises `PublishFailed` otherwise. It caps
   every header's text at `MAX_HEADER_CHARS` (`capped_header`), whoever built the header.
 - `Consumer` consumes with manual acks and a prefetch from settings: it acks a message only after
-  its handler (and everything the handler published) completed; a payload that does not parse, or a
-  handler that raises `Reject`, sends the message to the dead-letter queue with the reason.
+  its handler (and everything the handler published) completed; a payload or header that does not
+  parse, or a handler that raises `Reject`, sends the message to the dead-letter queue with the
+  reason; so does a handler that keeps failing, or a message that keeps being redelivered (it
+  killed its consumer), after `max_deliveries` deliveries.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Generic, TypeVar, cast
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Generic, Protocol, TypeVar, cast
 
 import aio_pika
 import aiormq
@@ -31,13 +33,12 @@ from pamqp.common import FieldTable, FieldValue
 from pydantic import ValidationError
 
 from twoway import metrics
+from twoway.consumed import BadHeader, Delivery, Headers, read_delivery
 from twoway.messages import Envelope
 from twoway.topology import DEAD_LETTER_EXCHANGE, HEADER_ATTEMPT, HEADER_REASON, retry_queue
-from twoway.tracing import TRACER, context_from, inject_into
+from twoway.tracing import TRACER, inject_into
 
 log = structlog.get_logger(__name__)
-
-Headers = Mapping[str, FieldValue]
 
 PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 
@@ -61,6 +62,22 @@ def capped_header(value: FieldValue) -> FieldValue:
     if isinstance(value, dict):
         return {name: capped_header(item) for name, item in value.items()}
     return value
+
+
+class Consumed(Protocol):
+    """A consumed message as `Publisher.forward` copies it on: a `Delivery`, or the raw AMQP
+    message when its headers did not parse."""
+
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def headers(self) -> Headers: ...
+    @property
+    def message_id(self) -> str | None: ...
+    @property
+    def correlation_id(self) -> str | None: ...
+    @property
+    def type(self) -> str | None: ...
 
 
 class PublishFailed(Exception):
@@ -214,37 +231,37 @@ class Publisher:
                 f"{type(error).__name__}: {error}"
             ) from error
 
-    async def dead_letter(self, incoming: AbstractIncomingMessage, queue: str, reason: str) -> None:
-        """Copy `incoming` to `queue`'s dead-letter queue, with `reason` in its headers."""
+    async def dead_letter(self, consumed: Consumed, queue: str, reason: str) -> None:
+        """Copy `consumed` to `queue`'s dead-letter queue, with `reason` in its headers."""
         await self.forward(
-            incoming,
+            consumed,
             exchange=DEAD_LETTER_EXCHANGE,
             routing_key=queue,
-            headers={**incoming.headers, HEADER_REASON: reason},
+            headers={**consumed.headers, HEADER_REASON: reason},
         )
         metrics.DEAD_LETTERS.labels(queue=queue).inc()
 
     async def retry_later(
         self,
-        incoming: AbstractIncomingMessage,
+        consumed: Consumed,
         queue: str,
         delay_seconds: int,
         attempt: int,
         headers: Headers | None = None,
     ) -> None:
-        """Park a copy of `incoming` in `queue`'s delay queue; after `delay_seconds` the broker
-        puts it back into `queue`, marked as attempt number `attempt` (see `attempt_of`), with
+        """Park a copy of `consumed` in `queue`'s delay queue; after `delay_seconds` the broker
+        puts it back into `queue`, marked as attempt number `attempt` (`Delivery.attempt`), with
         `headers` added."""
         await self.forward(
-            incoming,
+            consumed,
             exchange="",
             routing_key=retry_queue(queue, delay_seconds),
-            headers={**incoming.headers, **(headers or {}), HEADER_ATTEMPT: attempt},
+            headers={**consumed.headers, **(headers or {}), HEADER_ATTEMPT: attempt},
         )
 
     async def forward(
         self,
-        incoming: AbstractIncomingMessage,
+        consumed: Consumed,
         *,
         exchange: str,
         routing_key: str,
@@ -252,13 +269,13 @@ class Publisher:
     ) -> None:
         """Publish a consumed message on, unchanged, with its ids and the given headers."""
         await self.publish_body(
-            incoming.body,
+            consumed.body,
             exchange=exchange,
             routing_key=routing_key,
             headers=headers,
-            message_id=incoming.message_id,
-            correlation_id=incoming.correlation_id,
-            message_type=incoming.type,
+            message_id=consumed.message_id,
+            correlation_id=consumed.correlation_id,
+            message_type=consumed.type,
         )
 
 
@@ -286,31 +303,44 @@ def _properties(
     )
 
 
-def attempt_of(incoming: AbstractIncomingMessage) -> int:
-    """Which attempt at handling `incoming` this is: 1 unless `retry_later` marked it."""
-    return int(str(incoming.headers.get(HEADER_ATTEMPT, 1)))
-
-
 M = TypeVar("M", bound=Envelope)
-Handle = Callable[[M, AbstractIncomingMessage], Awaitable[None]]
+Handle = Callable[[M, Delivery], Awaitable[None]]
 
 
 class Consumer(Generic[M]):
     """Consumes one queue: decodes each message as `model`, runs `handle`, then acks.
 
-    Outcomes: handler returns -> ack. Payload invalid, or handler raises `Reject` -> copied to the
-    dead-letter queue with the reason, then acked. Handler raises anything else -> nack with
-    requeue (a transient fault such as a lost broker connection); the queue's delivery limit
-    dead-letters a message that keeps failing.
+    `handle` gets the message and its `Delivery` (ids, attempt, handler, ... read once from the
+    AMQP delivery, `twoway.consumed`). Outcomes:
+    - handler returns -> ack;
+    - payload or one of our headers invalid, or handler raises `Reject` -> copied to the
+      dead-letter queue with the reason, then acked;
+    - handler raises anything else -> nack with requeue (a transient fault such as a lost
+      database connection), unless this was the message's `max_deliveries`th delivery: then
+      dead-lettered with "failed N times; last: <error>";
+    - a message delivered more than `max_deliveries` times (each delivery before ended without an
+      ack: its handling killed the process, or the channel was lost) -> dead-lettered unhandled
+      with "redelivered N times without an outcome". The broker counts deliveries
+      (`x-delivery-count`); its own `x-delivery-limit` (`DELIVERY_LIMIT`) stays behind as a
+      backstop, without our reason.
+    Deliberate retries (`Publisher.retry_later`, outbound's backoff) park a new copy and ack this
+    one: they count in the copy's `attempt`, never in its deliveries.
     """
 
     def __init__(
-        self, queue: AbstractQueue, model: type[M], handle: Handle[M], publisher: Publisher
+        self,
+        queue: AbstractQueue,
+        model: type[M],
+        handle: Handle[M],
+        publisher: Publisher,
+        *,
+        max_deliveries: int,
     ) -> None:
         self._queue = queue
         self._model = model
         self._handle = handle
         self._publisher = publisher
+        self._max_deliveries = max_deliveries
         self._consumer_tag: str | None = None
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -340,10 +370,9 @@ class Consumer(Generic[M]):
         self._in_flight += 1
         self._idle.clear()
         try:
-            with TRACER.start_as_current_span(
-                f"{self.queue_name} process",
-                context=context_from(incoming.headers),
-                kind=trace.SpanKind.CONSUMER,
+            with structlog.contextvars.bound_contextvars(
+                message_id=incoming.message_id,
+                correlation_id=incoming.correlation_id or incoming.message_id,
             ):
                 await self._process(incoming)
         finally:
@@ -352,33 +381,59 @@ class Consumer(Generic[M]):
                 self._idle.set()
 
     async def _process(self, incoming: AbstractIncomingMessage) -> None:
+        try:
+            delivery = read_delivery(
+                incoming.body,
+                incoming.headers,
+                message_id=incoming.message_id,
+                correlation_id=incoming.correlation_id,
+                type=incoming.type,
+                redelivered=bool(incoming.redelivered),
+                max_deliveries=self._max_deliveries,
+            )
+        except BadHeader as error:
+            await self._reject(incoming, incoming, f"bad header {error}")
+            return
+        with TRACER.start_as_current_span(
+            f"{self.queue_name} process", context=delivery.trace, kind=trace.SpanKind.CONSUMER
+        ):
+            await self._handle_delivery(incoming, delivery)
+
+    async def _handle_delivery(self, incoming: AbstractIncomingMessage, delivery: Delivery) -> None:
         queue = self.queue_name
+        if delivery.number > self._max_deliveries:
+            metrics.CONSUME_GIVEN_UP.labels(queue=queue, cause="redelivered").inc()
+            reason = f"redelivered {delivery.number - 1} times without an outcome"
+            await self._reject(incoming, delivery, reason)
+            return
         try:
             message = self._model.model_validate_json(incoming.body)
         except ValidationError as error:
-            await self._reject(incoming, f"bad payload: {error}")
+            await self._reject(incoming, delivery, f"bad payload: {error}")
             return
-        with structlog.contextvars.bound_contextvars(
-            message_id=message.message_id,
-            correlation_id=message.correlation_id or message.message_id,
-        ):
-            try:
-                await self._handle(message, incoming)
-            except Reject as error:
-                await self._reject(incoming, str(error))
-            except Exception as error:
-                log.exception("handler_failed", queue=queue, error=str(error))
+        try:
+            await self._handle(message, delivery)
+        except Reject as error:
+            await self._reject(incoming, delivery, str(error))
+        except Exception as error:
+            log.exception("handler_failed", queue=queue, delivery=delivery.number, error=str(error))
+            if delivery.final:
+                metrics.CONSUME_GIVEN_UP.labels(queue=queue, cause="failed").inc()
+                reason = f"failed {delivery.number} times; last: {type(error).__name__}: {error}"
+                await self._reject(incoming, delivery, reason)
+            else:
                 metrics.CONSUME_ERRORS.labels(queue=queue).inc()
                 await incoming.nack(requeue=True)
-            else:
-                await incoming.ack()
-                metrics.CONSUMED.labels(queue=queue).inc()
+        else:
+            await incoming.ack()
+            metrics.CONSUMED.labels(queue=queue).inc()
 
-    async def _reject(self, incoming: AbstractIncomingMessage, reason: str) -> None:
+    async def _reject(self, incoming: AbstractIncomingMessage, copy: Consumed, reason: str) -> None:
+        """Dead-letter `copy` of `incoming` with `reason`, then ack `incoming`."""
         queue = self.queue_name
         log.warning("message_dead_lettered", queue=queue, reason=reason)
         try:
-            await self._publisher.dead_letter(incoming, queue, reason)
+            await self._publisher.dead_letter(copy, queue, reason)
         except PublishFailed:
             # The queue's own dead-letter exchange keeps it, without our reason header.
             await incoming.nack(requeue=False)

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
@@ -40,6 +39,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from twoway import metrics
 from twoway.batching import GroupCommit
 from twoway.broker import Publisher
+from twoway.consumed import Delivery
 from twoway.messages import InboundSMS, utc_now
 from twoway.settings import TwowaySettings
 from twoway.storage import Document
@@ -98,14 +98,13 @@ class ConversationRef:
         return {"_id": self.key, "question_id": self.question_id}
 
 
-def answered_conversation(
-    message: InboundSMS, headers: Mapping[str, object]
-) -> ConversationRef | None:
+def answered_conversation(message: InboundSMS, delivery: Delivery) -> ConversationRef | None:
     """The conversation `message` answers, when the router routed it as an answer."""
-    question_id = headers.get(HEADER_CONVERSATION)
-    if not question_id:
+    if delivery.conversation is None:
         return None
-    return ConversationRef(conversation_key(message.sender, message.recipient), str(question_id))
+    return ConversationRef(
+        conversation_key(message.sender, message.recipient), delivery.conversation
+    )
 
 
 def _from_document(document: Document) -> Conversation:
@@ -156,7 +155,7 @@ async def route_answer(
     store: ConversationStore,
     publisher: Publisher,
     message: InboundSMS,
-    incoming: AbstractIncomingMessage,
+    delivery: Delivery,
 ) -> bool:
     """The router's step: send `message` to the adapter whose question it answers, if one is
     open for its sender and recipient; False (nothing sent) when none is."""
@@ -166,7 +165,7 @@ async def route_answer(
     if conversation is None:
         return False
     await publisher.forward(
-        incoming,
+        delivery,
         exchange=ADAPTERS_EXCHANGE,
         routing_key=conversation.adapter,
         headers=conversation.routing_headers(),

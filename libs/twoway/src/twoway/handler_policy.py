@@ -27,11 +27,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 from pydantic import Field
 
 from twoway import metrics
-from twoway.broker import Publisher, Reject, attempt_of
+from twoway.broker import Publisher, Reject
+from twoway.consumed import Delivery
 from twoway.sdk_http import BackendError
 from twoway.settings import TwowaySettings
 from twoway.topology import retry_delay
@@ -114,7 +114,7 @@ class FailurePolicy:
 
     async def run(
         self,
-        incoming: AbstractIncomingMessage,
+        delivery: Delivery,
         handle: Callable[[], Awaitable[None]],
         *,
         handler_timeout: float | None,
@@ -123,7 +123,7 @@ class FailurePolicy:
         """Run `handle` for at most `handler_timeout` seconds (None: the setting). On failure,
         schedule the retry; or call `give_up(reason)` and raise `Reject(reason)`, which the
         consumer turns into a dead letter with that reason."""
-        attempt = attempt_of(incoming)
+        attempt = delivery.attempt
         seconds = handler_timeout or self._settings.handler_timeout
         deadline = asyncio.timeout(seconds)
         try:
@@ -146,7 +146,7 @@ class FailurePolicy:
         )
         if isinstance(decision, RetryLater):
             await self._publisher.retry_later(
-                incoming, self._queue, decision.delay_seconds, decision.next_attempt
+                delivery, self._queue, decision.delay_seconds, decision.next_attempt
             )
             metrics.HANDLER_RETRIES.labels(adapter=self._adapter).inc()
             log.warning(

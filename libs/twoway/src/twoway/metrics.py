@@ -19,6 +19,12 @@ CONSUME_ERRORS = Counter(
 DEAD_LETTERS = Counter(
     "twoway_dead_letters_total", "Messages sent to a dead-letter queue", ["queue"]
 )
+CONSUME_GIVEN_UP = Counter(
+    "twoway_consume_given_up_total",
+    "Messages a consumer dead-lettered after `max_deliveries` deliveries: its handler kept "
+    "failing (cause `failed`) or its deliveries kept ending without an outcome (`redelivered`)",
+    ["queue", "cause"],
+)
 INBOUND_RECEIVED = Counter(
     "twoway_inbound_received_total", "Inbound SMS accepted by ingress", ["gateway"]
 )

@@ -35,13 +35,13 @@ from functools import cached_property
 
 import aiohttp
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
 from pydantic import Field, JsonValue
 
 from twoway import metrics
 from twoway.broadcasts import Broadcast
 from twoway.broker import Consumer, Publisher, PublishFailed, Reject
+from twoway.consumed import Delivery
 from twoway.conversations import (
     AdapterConversations,
     Conversation,
@@ -84,7 +84,6 @@ from twoway.settings import WorkerSettings
 from twoway.topology import (
     ADAPTERS_EXCHANGE,
     CONTROL_EXCHANGE,
-    HEADER_HANDLER,
     OUTBOUND_EXCHANGE,
     adapter_queue,
     declare_delivery_events_queue,
@@ -443,9 +442,9 @@ class Adapter:
             conversations = AdapterConversations(store, self.name, self._handlers, settings)
             senders = KeyedSequencer()  # ordered handlers: one sender's SMS one at a time
 
-            async def handle(message: InboundSMS, incoming: AbstractIncomingMessage) -> None:
-                handler_name = str(incoming.headers.get(HEADER_HANDLER, ""))
-                answered = answered_conversation(message, incoming.headers)
+            async def handle(message: InboundSMS, delivery: Delivery) -> None:
+                handler_name = delivery.handler or ""
+                answered = answered_conversation(message, delivery)
 
                 def context(conversation: Conversation | None = None) -> HandlerContext:
                     return HandlerContext(
@@ -478,13 +477,15 @@ class Adapter:
                 ordered = registration is not None and registration.ordered
                 async with senders.hold(message.sender if ordered else None):
                     await policy.run(
-                        incoming,
+                        delivery,
                         run,
                         handler_timeout=registered.timeout if registered else None,
                         give_up=give_up,
                     )
 
-            return Consumer(queue, InboundSMS, handle, publisher)
+            return Consumer(
+                queue, InboundSMS, handle, publisher, max_deliveries=settings.max_deliveries
+            )
 
         if self._on_delivery is not None:
             # Before the SMS consumer: the events of its first replies find the queue.
@@ -508,7 +509,7 @@ class Adapter:
             publisher = app[PUBLISHER]
             policy = FailurePolicy(self.name, queue.name, settings, publisher)
 
-            async def handle(event: DeliveryEvent, incoming: AbstractIncomingMessage) -> None:
+            async def handle(event: DeliveryEvent, delivery: Delivery) -> None:
                 context = DeliveryContext(
                     self.name,
                     app[ADAPTER_CONTEXT],
@@ -522,9 +523,11 @@ class Adapter:
                 with structlog.contextvars.bound_contextvars(
                     adapter=self.name, outbound_id=event.outbound_id, status=event.status
                 ):
-                    await policy.run(incoming, run, handler_timeout=None, give_up=_nothing_to_undo)
+                    await policy.run(delivery, run, handler_timeout=None, give_up=_nothing_to_undo)
 
-            return Consumer(queue, DeliveryEvent, handle, publisher)
+            return Consumer(
+                queue, DeliveryEvent, handle, publisher, max_deliveries=settings.max_deliveries
+            )
 
         return build
 

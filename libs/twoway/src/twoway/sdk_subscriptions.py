@@ -24,12 +24,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
 from pydantic import JsonValue
 
 from twoway.broadcasts import Broadcast, Broadcasts, open_subscription_services
 from twoway.broker import Consumer, Publisher
+from twoway.consumed import Delivery
 from twoway.messages import EventSource, OutboundSMS, Subscription, SubscriptionChanged
 from twoway.phone import normalise_phone
 from twoway.service import (
@@ -204,7 +204,7 @@ def subscription_contexts(
         queue = await declare_subscription_events_queue(channel, adapter)
         services = app[ADAPTER_CONTEXT]
 
-        async def handle(event: SubscriptionChanged, _incoming: AbstractIncomingMessage) -> None:
+        async def handle(event: SubscriptionChanged, _delivery: Delivery) -> None:
             declared = sources.get(event.subscription.event_source)
             if declared is None:
                 log.info("subscription_event_ignored", event_source=event.subscription.event_source)
@@ -213,7 +213,13 @@ def subscription_contexts(
             if changed is not None:
                 await changed(services, event.subscription)
 
-        return Consumer(queue, SubscriptionChanged, handle, app[PUBLISHER])
+        return Consumer(
+            queue,
+            SubscriptionChanged,
+            handle,
+            app[PUBLISHER],
+            max_deliveries=settings.max_deliveries,
+        )
 
     contexts: list[CleanupContext] = [context]
     if any(declared.subscribed or declared.unsubscribed for declared in sources.values()):

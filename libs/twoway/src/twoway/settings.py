@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from twoway.topology import DELIVERY_LIMIT
 from twoway.tracing import Exporter
 
 
@@ -48,6 +49,13 @@ class WorkerSettings(TwowaySettings):
     port: int = Field(default=0, ge=0, le=65535)
     shutdown_grace: float = Field(
         default=10.0, gt=0, description="Seconds to finish in-flight work"
+    )
+    max_deliveries: int = Field(
+        default=5,
+        ge=1,
+        le=DELIVERY_LIMIT,
+        description="Deliveries of a message whose handling keeps failing, or keeps killing the "
+        "process, before it is dead-lettered with the reason (at most the queues' own limit)",
     )
 
 

@@ -9,7 +9,8 @@ Outbound's backoff is jittered: each step has a delay queue per `RETRY_JITTER` f
 picks one at random, so that the messages a gateway outage failed together do not all come back
 together. A wait longer than the longest delay queue (a gateway's long Retry-After) is parked
 again each time it comes back early, until the due time in its `HEADER_RETRY_DUE` header.
-`x-delivery-limit` only guards against poison messages that crash a consumer over and over.
+Consumers dead-letter a message that keeps failing or killing them themselves, with the reason
+(`twoway.broker.Consumer`, `max_deliveries`); the queues' `x-delivery-limit` is the backstop.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ BROADCAST_ADAPTER = "broadcast"
 """The `adapter` of every OutboundSMS a broadcast sends, so its events have their own key."""
 
 DELIVERY_LIMIT = 20
-"""Deliveries after which a message that keeps failing its consumer is dead-lettered."""
+"""Failed deliveries after which the broker dead-letters a message (without our reason): the
+backstop behind the consumers' own, lower `max_deliveries`. A queue argument: changing it would
+make every existing queue's redeclaration fail."""
 
 HEADER_HANDLER = "twoway-handler"
 HEADER_ATTEMPT = "twoway-attempt"

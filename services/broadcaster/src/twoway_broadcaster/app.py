@@ -65,13 +65,25 @@ def create_app(settings: BroadcasterSettings) -> web.Application:
             worker=str(ULID()),
             stopping=app[STOPPING],
         )
-        return Consumer(queue, StartBroadcast, fan_out.handle, app[PUBLISHER])
+        return Consumer(
+            queue,
+            StartBroadcast,
+            fan_out.handle,
+            app[PUBLISHER],
+            max_deliveries=settings.max_deliveries,
+        )
 
     async def build_tally(app: web.Application) -> Consumer[DeliveryEvent]:
         channel = await open_consumer_channel(app, settings.events_prefetch)
         queue = await channel.get_queue(BROADCAST_EVENTS_QUEUE, ensure=True)
         tally = DeliveryTally(BroadcastStore(app[MONGO_DB]), settings.events_prefetch)
-        return Consumer(queue, DeliveryEvent, tally.handle, app[PUBLISHER])
+        return Consumer(
+            queue,
+            DeliveryEvent,
+            tally.handle,
+            app[PUBLISHER],
+            max_deliveries=settings.max_deliveries,
+        )
 
     app.cleanup_ctx.append(amqp_context(settings, "broadcaster"))
     app.cleanup_ctx.append(mongo_context(settings, "broadcaster"))

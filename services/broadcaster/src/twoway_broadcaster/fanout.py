@@ -21,9 +21,9 @@ fresh `StartBroadcast` for the rest and acks its own, so no command stays unackn
 get turns.
 
 A slice that fails (the database or the broker unreachable, say) requeues its command, and the
-next try resumes from the checkpoint. The command's last try before the queue's delivery limit
-marks the broadcast `failed` with the reason and dead-letters the command, so a broadcast that
-cannot finish says so instead of staying `running`.
+next try resumes from the checkpoint. The command's last try (its `max_deliveries`th delivery,
+`twoway.broker.Consumer`) marks the broadcast `failed` with the reason and dead-letters the
+command, so a broadcast that cannot finish says so instead of staying `running`.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from twoway.broadcasts import (
     broadcast_message_id,
 )
 from twoway.broker import Publisher, Reject
+from twoway.consumed import Delivery
 from twoway.gateways.config import GatewaysConfig
 from twoway.messages import OutboundSMS, StartBroadcast
 from twoway.optouts import ANY_SHORT_CODE
@@ -54,7 +55,6 @@ from twoway.subscriptions import Recipient, SubscriptionStore
 from twoway.topology import (
     BROADCAST_ADAPTER,
     BROADCASTS_QUEUE,
-    DELIVERY_LIMIT,
     HEADER_BCC,
     OUTBOUND_BULK_QUEUE,
     OUTBOUND_EXCHANGE,
@@ -102,7 +102,7 @@ class FanOut:
         self._stopping = stopping
         self._lease = timedelta(seconds=settings.lease_seconds)
 
-    async def handle(self, command: StartBroadcast, incoming: AbstractIncomingMessage) -> None:
+    async def handle(self, command: StartBroadcast, delivery: Delivery) -> None:
         """Run the broadcast's next slice. An error requeues the command (the broker redelivers
         it), except on its last delivery: then the broadcast is marked failed with the reason
         and the command dead-lettered, rather than left `running` for ever."""
@@ -110,9 +110,9 @@ class FanOut:
             try:
                 await self._run(command)
             except Exception as error:
-                if not _last_delivery(incoming):
+                if not delivery.final:
                     raise
-                reason = f"gave up after {DELIVERY_LIMIT + 1} tries; last: {error!r}"
+                reason = f"gave up after {delivery.number} tries; last: {error!r}"
                 await self._broadcasts.fail(command.broadcast_id, reason)
                 log.error("broadcast_failed", reason=reason)
                 raise Reject(reason) from error
@@ -298,12 +298,6 @@ async def _read_ahead(items: AsyncGenerator[T, None]) -> AsyncGenerator[T, None]
         ahead.cancel()
         await asyncio.wait([ahead])  # a generator cannot be closed while it runs
         await items.aclose()
-
-
-def _last_delivery(incoming: AbstractIncomingMessage) -> bool:
-    """Whether the queue's delivery limit dead-letters `incoming` if this delivery fails too
-    (a quorum queue counts the earlier failed deliveries in `x-delivery-count`)."""
-    return int(str(incoming.headers.get("x-delivery-count", 0))) >= DELIVERY_LIMIT
 
 
 async def _published_past_checkpoint(

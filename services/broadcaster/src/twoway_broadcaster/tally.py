@@ -13,10 +13,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-from aio_pika.abc import AbstractIncomingMessage
-
 from twoway.batching import GroupCommit
 from twoway.broadcasts import BroadcastStore, DeliveryCount
+from twoway.consumed import Delivery
 from twoway.messages import DeliveryEvent
 
 
@@ -27,7 +26,7 @@ class DeliveryTally:
             self._write, max_batch
         )
 
-    async def handle(self, event: DeliveryEvent, _incoming: AbstractIncomingMessage) -> None:
+    async def handle(self, event: DeliveryEvent, _delivery: Delivery) -> None:
         if event.correlation_id is None or event.status not in ("sent", "failed", "expired"):
             return
         await self._commit.submit(

@@ -123,7 +123,9 @@ def create_app(settings: OutboundSettings) -> web.Application:
                 settings.default_region,
             )
             guarded = app[OPTOUT_GUARD].wrap(sender.handle)
-            return Consumer(queue, OutboundSMS, guarded, app[PUBLISHER])
+            return Consumer(
+                queue, OutboundSMS, guarded, app[PUBLISHER], max_deliveries=settings.max_deliveries
+            )
 
         return build
 

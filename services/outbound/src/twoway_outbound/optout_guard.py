@@ -17,11 +17,11 @@ neither is known, any opt-out of the number blocks it.
 from __future__ import annotations
 
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
 
 from twoway import metrics
 from twoway.broker import Handle
+from twoway.consumed import Delivery
 from twoway.control import control_context
 from twoway.gateways.config import GatewaysConfig
 from twoway.message_log import LOG_COLLECTION, EventRecorder, MessageLog
@@ -83,11 +83,11 @@ class OptOutGuard:
     def wrap(self, handle: Handle[OutboundSMS]) -> Handle[OutboundSMS]:
         """`handle`, for messages the opt-out list lets through."""
 
-        async def guarded(message: OutboundSMS, incoming: AbstractIncomingMessage) -> None:
+        async def guarded(message: OutboundSMS, delivery: Delivery) -> None:
             if await self.refuses(message):
                 await self._refuse(message)
             else:
-                await handle(message, incoming)
+                await handle(message, delivery)
 
         return guarded
 

@@ -15,13 +15,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 
-from aio_pika.abc import AbstractIncomingMessage
-
 from twoway.messages import OutboundSMS
-from twoway.topology import HEADER_RETRY_DUE, RETRY_JITTER, jittered, jittered_delays, retry_delay
+from twoway.topology import RETRY_JITTER, jittered, jittered_delays, retry_delay
 
 ChooseFactor = Callable[[Sequence[float]], float]
 
@@ -54,14 +52,6 @@ class RetryPolicy:
         return oldest, f"maximum age ({self.max_age:g} s)"
 
 
-def due_time(incoming: AbstractIncomingMessage) -> datetime | None:
-    """When a message parked for a long wait is due (its `HEADER_RETRY_DUE`), if it has one."""
-    value = incoming.headers.get(HEADER_RETRY_DUE)
-    if value is None:
-        return None
-    return datetime.fromtimestamp(int(str(value)) / 1000, UTC)
-
-
 def due_header(due: datetime) -> int:
-    """The `HEADER_RETRY_DUE` value for `due`."""
+    """The `HEADER_RETRY_DUE` value for `due` (read back as `Delivery.retry_due`)."""
     return round(due.timestamp() * 1000)

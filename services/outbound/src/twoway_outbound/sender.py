@@ -32,10 +32,10 @@ from datetime import datetime, timedelta
 
 import aiohttp
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 
 from twoway import metrics
-from twoway.broker import Publisher, Reject, attempt_of
+from twoway.broker import Publisher, Reject
+from twoway.consumed import Delivery
 from twoway.gateways import DIALECTS
 from twoway.gateways.config import GatewayConfig, GatewaysConfig, GatewaySecrets
 from twoway.gateways.destinations import refusal
@@ -47,7 +47,6 @@ from twoway.ordering import KeyedSequencer
 from twoway.topology import (
     HEADER_ATTEMPT,
     HEADER_PARTS_SENT,
-    HEADER_REPEAT,
     HEADER_RETRY_DUE,
     delay_queue_for,
     retry_queue,
@@ -56,7 +55,7 @@ from twoway_outbound.gateway_client import send_requests
 from twoway_outbound.ledger import SentLedger, SentRecord
 from twoway_outbound.ratelimit import RateLimiters
 from twoway_outbound.recipient_caps import RecipientCaps
-from twoway_outbound.retries import RetryPolicy, due_header, due_time
+from twoway_outbound.retries import RetryPolicy, due_header
 
 log = structlog.get_logger(__name__)
 
@@ -94,12 +93,12 @@ class Sender:
         self._default_region = default_region
         self._copies = KeyedSequencer()
 
-    async def handle(self, message: OutboundSMS, incoming: AbstractIncomingMessage) -> None:
+    async def handle(self, message: OutboundSMS, delivery: Delivery) -> None:
         """Handle `message`; copies of one message id, one after the other (see the ledger)."""
         async with self._copies.hold(message.message_id):
-            await self._handle(message, incoming)
+            await self._handle(message, delivery)
 
-    async def _handle(self, message: OutboundSMS, incoming: AbstractIncomingMessage) -> None:
+    async def _handle(self, message: OutboundSMS, delivery: Delivery) -> None:
         gateway = self._gateways.get(message.gateway_id)
         if gateway is None:
             await self._events.record(
@@ -112,11 +111,11 @@ class Sender:
                 message.event("expired", gateway.id, "past not_after; not sent")
             )
             return
-        due = due_time(incoming)
+        due = delivery.retry_due
         if due is not None and due > now:  # back early from a wait longer than any delay queue
-            await self._park(incoming, (due - now).total_seconds(), due)
+            await self._park(delivery, (due - now).total_seconds(), due)
             return
-        may_repeat = bool(incoming.redelivered) or HEADER_REPEAT in incoming.headers
+        may_repeat = delivery.redelivered or delivery.repeat
         sent = await self._ledger.find(message.message_id, may_repeat=may_repeat)
         if sent is not None:
             log.info("outbound_already_sent", gateway_id=sent.gateway_id)
@@ -136,17 +135,17 @@ class Sender:
             )
             await self._events.record(message.event("failed", gateway.id, detail))
             raise Reject(detail)
-        attempt = attempt_of(incoming)
+        attempt = delivery.attempt
         if attempt == 1 and message.priority == "reply":
             capped = await self._caps.refusal(gateway.id, message.to)
             if capped is not None:
                 await self._refuse(message, gateway.id, RECIPIENT_LIMIT, capped)
                 return
         accepted: tuple[DeliveryEvent, ...] = ()
-        if attempt == 1 and not incoming.redelivered:
+        if attempt == 1 and not delivery.redelivered:
             detail = f"for {gateway.id}: {text.count} {text.encoding} segment(s)"
             accepted = (message.event("accepted", gateway.id, detail),)
-        result = await self._send(gateway, message, text, incoming)
+        result = await self._send(gateway, message, text, delivery)
         log.info(
             "outbound_attempt",
             gateway_id=gateway.id,
@@ -165,7 +164,7 @@ class Sender:
                 SentRecord(message.message_id, gateway.id, result.gateway_message_id)
             )
         elif result.outcome == "retry" and attempt < self._retries.max_attempts:
-            await self._retry_later(message, incoming, gateway.id, attempt, result, accepted)
+            await self._retry_later(message, delivery, gateway.id, attempt, result, accepted)
         else:
             await self._events.record(*accepted, message.event("failed", gateway.id, detail))
             raise Reject(f"send failed after {attempt} attempt(s): {result.detail}")
@@ -181,12 +180,12 @@ class Sender:
         gateway: GatewayConfig,
         message: OutboundSMS,
         text: SegmentedText,
-        incoming: AbstractIncomingMessage,
+        delivery: Delivery,
     ) -> SendResult:
         """Wait for the gateway's rate limit, then send what an earlier attempt did not."""
         dialect = DIALECTS[gateway.type]
         requests = dialect.build_requests(gateway, message, text, self._secrets[gateway.id])
-        already_sent = int(str(incoming.headers.get(HEADER_PARTS_SENT, 0)))
+        already_sent = delivery.parts_sent
         segments = text.count if len(requests) == 1 else len(requests) - already_sent
         await self._limiters.acquire(gateway.id, segments, message.priority)
         result, parts_sent = await send_requests(
@@ -197,7 +196,7 @@ class Sender:
     async def _retry_later(
         self,
         message: OutboundSMS,
-        incoming: AbstractIncomingMessage,
+        delivery: Delivery,
         gateway_id: str,
         attempt: int,
         result: SendResult,
@@ -216,7 +215,7 @@ class Sender:
         retrying = message.event("retrying", gateway_id, f"{detail}; next in {wait:g} s")
         await self._events.record(*accepted, retrying)
         await self._park(
-            incoming,
+            delivery,
             wait,
             due,
             {HEADER_ATTEMPT: attempt + 1, HEADER_PARTS_SENT: result.parts_sent},
@@ -226,20 +225,20 @@ class Sender:
 
     async def _park(
         self,
-        incoming: AbstractIncomingMessage,
+        delivery: Delivery,
         wait: float,
         due: datetime,
         headers: Mapping[str, int] | None = None,
     ) -> None:
-        """Park a copy of `incoming` (with `headers` added) in the delay queue that brings it
+        """Park a copy of `delivery` (with `headers` added) in the delay queue that brings it
         back after `wait` seconds; or, for a wait longer than any delay queue, in the longest,
         with `due` in its header, to be parked again when it comes back early."""
         delay = delay_queue_for(wait, self._retries.queue_delays)
-        kept = {name: value for name, value in incoming.headers.items() if name != HEADER_RETRY_DUE}
+        kept = {name: value for name, value in delivery.headers.items() if name != HEADER_RETRY_DUE}
         if delay < wait:
             kept[HEADER_RETRY_DUE] = due_header(due)
         await self._publisher.forward(
-            incoming,
+            delivery,
             exchange="",
             routing_key=retry_queue(self._queue, delay),
             headers={**kept, **(headers or {})},

@@ -72,7 +72,13 @@ def create_app(settings: RouterSettings) -> web.Application:
             channel, ROUTER_QUEUE, exchange=INBOUND_EXCHANGE, binding_keys=[inbound_key("#")]
         )
         await declare_unmatched_queue(channel)
-        return Consumer(queue, InboundSMS, app[ROUTER].route, app[PUBLISHER])
+        return Consumer(
+            queue,
+            InboundSMS,
+            app[ROUTER].route,
+            app[PUBLISHER],
+            max_deliveries=settings.max_deliveries,
+        )
 
     app.cleanup_ctx.append(amqp_context(settings, "router"))
     app.cleanup_ctx.append(mongo_context(settings, "router"))

@@ -22,10 +22,10 @@ import time
 from datetime import timedelta
 
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 
 from twoway import metrics
 from twoway.broker import Publisher
+from twoway.consumed import Delivery
 from twoway.conversations import ConversationStore, route_answer
 from twoway.dedupe import DedupeStore, dedupe_key
 from twoway.messages import AnyMessage, HandlerRegistration, HandlersChanged, InboundSMS
@@ -97,23 +97,23 @@ class Router:
         if isinstance(message, HandlersChanged):
             await self.reload()
 
-    async def route(self, message: InboundSMS, incoming: AbstractIncomingMessage) -> None:
+    async def route(self, message: InboundSMS, delivery: Delivery) -> None:
         async with self._senders.hold(message.sender):
             if not await self._first_copy(message):
                 return
             if await self._compliance.handle(message):
                 return
             if self._conversations is not None and await route_answer(
-                self._conversations, self._publisher, message, incoming
+                self._conversations, self._publisher, message, delivery
             ):
                 return  # an open conversation outranks every keyword handler
             started = time.perf_counter()
             registration = self.table.match(message)
             metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
             if registration is None:
-                await self._unmatched_fallback(message, incoming)
+                await self._unmatched_fallback(message, delivery)
             else:
-                await self._dispatch(registration, message, incoming)
+                await self._dispatch(registration, message, delivery)
 
     async def _first_copy(self, message: InboundSMS) -> bool:
         """False when `message` is a gateway's repeated post of an SMS already taken."""
@@ -136,16 +136,13 @@ class Router:
         self,
         registration: HandlerRegistration,
         message: InboundSMS,
-        incoming: AbstractIncomingMessage,
+        delivery: Delivery,
     ) -> None:
-        await self._publisher.publish_body(
-            incoming.body,
+        await self._publisher.forward(
+            delivery,
             exchange=ADAPTERS_EXCHANGE,
             routing_key=registration.adapter,
             headers={HEADER_HANDLER: registration.handler},
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            message_type=message.type,
         )
         metrics.ROUTED.labels(adapter=registration.adapter).inc()
         log.info(
@@ -155,9 +152,7 @@ class Router:
             keyword=message.keyword,
         )
 
-    async def _unmatched_fallback(
-        self, message: InboundSMS, incoming: AbstractIncomingMessage
-    ) -> None:
+    async def _unmatched_fallback(self, message: InboundSMS, delivery: Delivery) -> None:
         fallback = choose_fallback(self._settings.unmatched_fallbacks, message)
         metrics.UNMATCHED.inc()
         log.warning(
@@ -168,11 +163,11 @@ class Router:
             fallback=fallback.action,
         )
         await self._unmatched.record(message, fallback)
-        await self._apply_fallback(fallback, message, incoming)
+        await self._apply_fallback(fallback, message, delivery)
         metrics.UNMATCHED_FALLBACKS.labels(action=fallback.action).inc()
 
     async def _apply_fallback(
-        self, fallback: UnmatchedFallback, message: InboundSMS, incoming: AbstractIncomingMessage
+        self, fallback: UnmatchedFallback, message: InboundSMS, delivery: Delivery
     ) -> None:
         if fallback.action == "reply":
             await send_sms(self._publisher, message.reply(fallback.text, adapter=ROUTER_NAME))
@@ -181,23 +176,18 @@ class Router:
         if fallback.action == "handler":
             registration = self.table.registration(fallback.adapter, fallback.handler)
             if registration is not None:
-                await self._dispatch(registration, message, incoming)
+                await self._dispatch(registration, message, delivery)
                 return
             reason += f"; fallback handler {fallback.adapter}.{fallback.handler} is not registered"
             log.error(
                 "fallback_handler_missing", adapter=fallback.adapter, handler=fallback.handler
             )
-        await self._park(message, incoming, reason)
+        await self._park(delivery, reason)
 
-    async def _park(
-        self, message: InboundSMS, incoming: AbstractIncomingMessage, reason: str
-    ) -> None:
-        await self._publisher.publish_body(
-            incoming.body,
+    async def _park(self, delivery: Delivery, reason: str) -> None:
+        await self._publisher.forward(
+            delivery,
             exchange=DEAD_LETTER_EXCHANGE,
             routing_key=UNMATCHED_QUEUE,
             headers={HEADER_REASON: reason},
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            message_type=message.type,
         )
