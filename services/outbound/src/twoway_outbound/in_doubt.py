@@ -8,7 +8,9 @@ message is *in doubt*, and its gateway's `in_doubt` policy decides:
 
 - `resend`: send it again at once (the gateway drops a copy of a message it already has);
 - `hold` (the default): never send it again. It gets an `unknown` event and waits; a delivery
-  report for it clears the attempt (the report's status is the message's), and with none within
+  report for it clears the attempt (the report's status is the message's; when the held message
+  comes back and finds it delivered, outbound announces `sent` too, so whoever counts outbound's
+  `sent`/`failed`/`expired`, like the broadcaster, counts it once), and with none within
   `in_doubt_timeout` seconds of the attempt it is `failed` and dead-lettered: at most once.
 """
 

@@ -277,6 +277,10 @@ class Sender:
         if past.in_doubt is None:
             metrics.OUTBOUND_IN_DOUBT_SETTLED.labels(gateway=gateway.id, outcome="reported").inc()
             log.info("outbound_in_doubt_settled", gateway_id=gateway.id, outcome="reported")
+            if past.sent is not None:  # those counting outbound's sent/failed/expired hear of it
+                detail = "in doubt until the gateway reported it delivered; not sent again"
+                sent = message.event("sent", gateway.id, detail, past.sent.gateway_message_id)
+                await self._events.announce(sent)  # the log has the report
             return
         action = decide(past.in_doubt, gateway, now)
         await self._settle_held(message, gateway, incoming, past.in_doubt, action, now)
