@@ -123,11 +123,6 @@ class Sender:
         if HEADER_IN_DOUBT in incoming.headers:
             await self._check_held(message, gateway, incoming, now)
             return
-        if message.not_after is not None and now > message.not_after:
-            await self._events.record(
-                message.event("expired", gateway.id, "past not_after; not sent")
-            )
-            return
         due = due_time(incoming)
         if due is not None and due > now:  # back early from a wait longer than any delay queue
             await self._park(incoming, (due - now).total_seconds(), due)
@@ -154,6 +149,11 @@ class Sender:
             if action != "resend":
                 await self._settle_held(message, gateway, incoming, past.in_doubt, action, now)
                 return
+        if message.not_after is not None and now > message.not_after:
+            await self._events.record(
+                message.event("expired", gateway.id, "past not_after; not sent")
+            )
+            return
         refused = refusal(gateway.destinations, message.to, self._default_region)
         if refused is not None:
             await self._refuse(message, gateway.id, DESTINATION_REFUSED, refused)
