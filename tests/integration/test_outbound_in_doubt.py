@@ -26,12 +26,13 @@ from tests.support.outbound_replicas import start_outbound, wait_ready
 from tests.support.servers import serving
 from tests.support.waiting import until
 from twoway.broker import Publisher
-from twoway.message_log import LOG_COLLECTION, MessageLog, MessageRecord
-from twoway.messages import DeliveryEvent, OutboundSMS
+from twoway.message_log import LOG_COLLECTION, AttemptStarted, MessageLog, MessageRecord
+from twoway.messages import DeliveryEvent, OutboundSMS, utc_now
 from twoway.storage import Document
 from twoway.topology import (
     EVENTS_EXCHANGE,
     HEADER_REASON,
+    HEADER_REPEAT,
     OUTBOUND_EXCHANGE,
     OUTBOUND_QUEUE,
     dead_letter_queue,
@@ -224,7 +225,7 @@ async def test_hold_without_a_delivery_report_fails_at_the_timeout(
     amqp: AbstractRobustConnection,
     mongo_db: AsyncDatabase[Document],
 ) -> None:
-    async with crash("held", 4.0) as crashed:
+    async with crash("held", 6.0) as crashed:
         outbound = outbound_settings(make_settings, crashed.gateways)
         async with serving(create_outbound(outbound)):
             unknown, failed = await next_events(amqp, crashed.events, 2)
@@ -232,7 +233,7 @@ async def test_hold_without_a_delivery_report_fails_at_the_timeout(
         assert (unknown.status, failed.status) == ("unknown", "failed")
         assert failed.detail.startswith("unknown outcome: attempt 1 to held at ")
         assert failed.detail.endswith(
-            "had no delivery report within 4 s; not sent again (in_doubt: hold)"
+            "had no delivery report within 6 s; not sent again (in_doubt: hold)"
         )
         assert dead.headers[HEADER_REASON] == failed.detail
         assert len(crashed.gateway.requests) == 1
@@ -262,3 +263,36 @@ async def test_resend_sends_it_again_with_the_same_reference(
         record = await logged(mongo_db, crashed.message.message_id)
         assert (record.status, record.attempt) == ("sent", None)
         assert [entry["status"] for entry in record.history] == ["accepted", "sent"]
+
+
+async def test_a_message_held_before_is_not_announced_unknown_again(
+    make_settings: Callable[..., Any],
+    amqp: AbstractRobustConnection,
+    mongo_db: AsyncDatabase[Document],
+    tmp_path: Path,
+) -> None:
+    """Outbound died again after logging `unknown` and before parking the message: the next
+    copy waits on without a second `unknown` (nor a second count), then times out."""
+    message = OutboundSMS(to="+15551234567", text="Your code is 482910", gateway_id="held")
+    started = AttemptStarted(1, "held", utc_now())
+    message_log = MessageLog(mongo_db[LOG_COLLECTION])
+    await message_log.start_attempt(message.message_id, started, message.event("accepted", "held"))
+    await message_log.add(message.event("unknown", "held", "in doubt: ..."))
+    in_doubt = counted("twoway_outbound_in_doubt_total", gateway="held", policy="hold")
+    gateways = gateways_file(tmp_path, "http://127.0.0.1:1", in_doubt_timeout=2)
+    async with (
+        listening(amqp, EVENTS_EXCHANGE, "#") as events,
+        serving(create_outbound(outbound_settings(make_settings, gateways))),
+    ):
+        publisher = await Publisher.open(amqp, confirm_timeout=5)
+        await publisher.publish(
+            message,
+            exchange=OUTBOUND_EXCHANGE,
+            routing_key=outbound_key("held"),
+            headers={HEADER_REPEAT: True},  # looked up in the log, as a redelivery is
+        )
+        await publisher.channel.close()
+        [failed] = await next_events(amqp, events, 1)
+    assert (failed.status, failed.outbound_id) == ("failed", message.message_id)
+    assert failed.detail.startswith("unknown outcome: attempt 1 to held at ")
+    assert counted("twoway_outbound_in_doubt_total", gateway="held", policy="hold") == in_doubt
