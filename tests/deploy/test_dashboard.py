@@ -61,6 +61,7 @@ def test_a_misspelt_series_is_caught() -> None:
         "twoway_publish_errors_total",
         "twoway_dead_letters_total",
         "twoway_outbound_retries_total",
+        "twoway_outbound_in_doubt_total",
         "twoway_delivery_reports_total",
     ],
 )

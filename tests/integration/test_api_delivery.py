@@ -4,6 +4,7 @@ from the message log, and outbound's dead letters listed and replayed."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from tests.integration.test_api import TOKEN, Api, running_api
 from tests.support.broker import drain, queue_length
 from twoway.broker import Publisher
 from twoway.dead_letters import OUTBOUND_DEAD_LETTER_QUEUES
-from twoway.message_log import LOG_COLLECTION, MessageLog
+from twoway.message_log import LOG_COLLECTION, AttemptStarted, MessageLog
 from twoway.messages import OutboundSMS
 from twoway.storage import Document
 from twoway.topology import (
@@ -135,6 +136,30 @@ async def test_a_sent_message_shows_its_status_once_logged(
     assert (body["message_id"], body["status"], body["gateway_id"]) == (message_id, "sent", "sim")
     assert body["gateway_message_id"] == "g-1"
     assert [change["status"] for change in body["history"]] == ["accepted", "sent"]
+
+
+async def test_a_message_in_doubt_shows_unknown_with_the_attempt_and_why(
+    api: Api, mongo_db: AsyncDatabase[Document]
+) -> None:
+    """As outbound logs it: the attempt noted before its request went out, then (redelivered
+    with no outcome logged) `unknown`; a delivery report settles it and clears the attempt."""
+    message = OutboundSMS(to="+15551234567", text="Your code is 482910", gateway_id="sim")
+    message_log = MessageLog(mongo_db[LOG_COLLECTION])
+    started = AttemptStarted(1, "sim", datetime(2026, 12, 7, 21, 0, tzinfo=UTC))
+    await message_log.start_attempt(message.message_id, started, message.event("accepted", "sim"))
+    await message_log.add(message.event("unknown", "sim", "in doubt: attempt 1 to sim ..."))
+    path = f"/messages/{message.message_id}"
+
+    status, body = await api.call("GET", path)
+    assert status == 200
+    assert body["status"] == "unknown"
+    assert body["attempt"] == {"attempt": 1, "gateway_id": "sim", "at": "2026-12-07T21:00:00Z"}
+    assert body["history"][-1]["detail"] == "in doubt: attempt 1 to sim ..."
+
+    await message_log.add(message.event("delivered", "sim", gateway_message_id="g-1"))
+    status, body = await api.call("GET", path)
+    assert (body["status"], body["attempt"]) == ("delivered", None)
+    assert [change["status"] for change in body["history"]] == ["accepted", "unknown", "delivered"]
 
 
 async def test_an_unknown_message_is_404(api: Api) -> None:

@@ -14,6 +14,7 @@ from twoway.messages import OutboundSMS
 from twoway.topology import (
     DEAD_LETTER_EXCHANGE,
     HEADER_ATTEMPT,
+    HEADER_IN_DOUBT,
     HEADER_REASON,
     OUTBOUND_BULK_QUEUE,
     OUTBOUND_EXCHANGE,
@@ -48,7 +49,7 @@ async def dead_letter(publisher: Publisher, message: OutboundSMS, reason: str) -
         message,
         exchange=DEAD_LETTER_EXCHANGE,
         routing_key=OUTBOUND_QUEUE,
-        headers={HEADER_REASON: reason, HEADER_ATTEMPT: 6},
+        headers={HEADER_REASON: reason, HEADER_ATTEMPT: 6, HEADER_IN_DOUBT: 1},
     )
 
 
@@ -79,6 +80,7 @@ async def test_list_leaves_them_and_replay_sends_the_chosen_back(
     assert again.message_id == reply.message_id
     assert HEADER_REASON not in again.headers
     assert HEADER_ATTEMPT not in again.headers
+    assert HEADER_IN_DOUBT not in again.headers  # held, given up on: the operator resends it
     [again_bulk] = await drain(amqp, OUTBOUND_BULK_QUEUE, expect=1)
     assert again_bulk.message_id == bulk.message_id
     assert [d.message_id for d in await list_dead_letters(channel, DEAD)] == [kept.message_id]

@@ -45,7 +45,7 @@ from twoway.topology import (
 )
 from twoway_devstack import ServerUrls
 from twoway_outbound.app import create_app
-from twoway_outbound.ledger import SentLedger, SentRecord
+from twoway_outbound.ledger import Past, SentLedger
 from twoway_outbound.settings import OutboundSettings
 
 pytestmark = [pytest.mark.rabbit, pytest.mark.mongo]
@@ -262,9 +262,7 @@ async def test_a_message_outbound_keeps_failing_on_is_dead_lettered_and_the_next
     fake, _ = gateway
     find = SentLedger.find
 
-    async def breaks_on_poison(
-        self: SentLedger, message_id: str, *, may_repeat: bool
-    ) -> SentRecord | None:
+    async def breaks_on_poison(self: SentLedger, message_id: str, *, may_repeat: bool) -> Past:
         if message_id == poison.message_id:
             raise RuntimeError("the message log broke")
         return await find(self, message_id, may_repeat=may_repeat)

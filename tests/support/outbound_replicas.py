@@ -1,6 +1,7 @@
 """Outbound replicas as separate processes against a gateway that timestamps every send.
 
-Used by the rate-limit test (the limit holds across processes) and `benchmarks/outbound_rate`.
+Used by the rate-limit test (the limit holds across processes), the in-doubt tests (a process
+killed during a send) and `benchmarks/outbound_rate`.
 """
 
 from __future__ import annotations
@@ -77,19 +78,7 @@ def outbound_processes(
         + (f"    rate_limit: {rate}\n" if rate else "")
     )
     ports = free_ports(replicas)
-    processes = []
-    for port in ports:
-        env = {
-            **os.environ,
-            **environment,
-            "TWOWAY_PORT": str(port),
-            "TWOWAY_LOG_LEVEL": "WARNING",
-            "TWOWAY_GATEWAYS_FILE": str(gateways),
-            "TWOWAY_REFERENCE_SECRET": REFERENCE_SECRET,
-        }
-        log = (folder / f"outbound-{port}.log").open("wb")
-        command = [sys.executable, "-m", "twoway_outbound"]
-        processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=log))
+    processes = [start_outbound(folder, environment, gateways, port) for port in ports]
     try:
         yield ports
     finally:
@@ -97,6 +86,23 @@ def outbound_processes(
             process.terminate()
         for process in processes:
             process.wait(timeout=20)
+
+
+def start_outbound(
+    folder: Path, environment: dict[str, str], gateways: Path, port: int
+) -> subprocess.Popen[bytes]:
+    """An outbound process on `port` with the `gateways` file, logging to `folder`."""
+    env = {
+        **os.environ,
+        **environment,
+        "TWOWAY_PORT": str(port),
+        "TWOWAY_LOG_LEVEL": "WARNING",
+        "TWOWAY_GATEWAYS_FILE": str(gateways),
+        "TWOWAY_REFERENCE_SECRET": REFERENCE_SECRET,
+    }
+    log = (folder / f"outbound-{port}.log").open("wb")
+    command = [sys.executable, "-m", "twoway_outbound"]
+    return subprocess.Popen(command, env=env, stdout=log, stderr=log)
 
 
 async def wait_ready(ports: list[int], within: float = 60.0) -> None:

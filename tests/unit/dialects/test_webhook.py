@@ -155,10 +155,11 @@ def test_mobilefirst_and_webhook_status(
     "request_",
     [
         get(f"{MOBILEFIRST_STATUS}&status=lost"),
+        get(f"{MOBILEFIRST_STATUS}&status=unknown"),  # outbound's judgement, not a gateway's
         get(f"{PUBLIC}/s?status=delivered"),
         get(MOBILEFIRST_STATUS),
     ],
-    ids=["unknown-status", "no-reference", "no-status"],
+    ids=["unknown-status", "our-unknown", "no-reference", "no-status"],
 )
 def test_status_refused(request_: WebhookRequest) -> None:
     with pytest.raises(InvalidWebhook):

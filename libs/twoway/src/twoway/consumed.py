@@ -5,8 +5,8 @@ properties and headers: which delivery of this copy it is (RabbitMQ's quorum que
 unsuccessful deliveries in `x-delivery-count`), which attempt our retries are at
 (`twoway-attempt`), the handler and conversation the router chose, how many parts of a long SMS
 an earlier attempt sent, whether its publisher may have published it before, when a long wait
-ends, and the trace. `Consumer` reads them here, once, and hands handlers a `Delivery`; no
-handler reads a raw header.
+ends, whether outbound holds it in doubt, and the trace. `Consumer` reads them here, once, and
+hands handlers a `Delivery`; no handler reads a raw header.
 
 A header of ours with a value of the wrong type (a foreign or broken publisher) raises
 `BadHeader`: the consumer dead-letters the message with that reason, as it does a payload that
@@ -27,6 +27,7 @@ from twoway.topology import (
     HEADER_ATTEMPT,
     HEADER_CONVERSATION,
     HEADER_HANDLER,
+    HEADER_IN_DOUBT,
     HEADER_PARTS_SENT,
     HEADER_REPEAT,
     HEADER_RETRY_DUE,
@@ -75,6 +76,8 @@ class Delivery:
     """Published again by a publisher that cannot tell whether its first publish arrived."""
     retry_due: datetime | None
     """When a message parked for a wait longer than its delay queue's is due."""
+    in_doubt: bool
+    """Outbound held this message: an attempt of it may have reached the gateway."""
     trace: Context = field(repr=False)
 
 
@@ -107,6 +110,7 @@ def read_delivery(
         parts_sent=_whole(headers, HEADER_PARTS_SENT) or 0,
         repeat=HEADER_REPEAT in headers,
         retry_due=_instant(headers, HEADER_RETRY_DUE),
+        in_doubt=HEADER_IN_DOUBT in headers,
         trace=context_from(headers),
     )
 

@@ -4,7 +4,8 @@ A message outbound gave up on (a permanent gateway error, too many attempts, a r
 pass its deadline, an unknown gateway, a text over the gateway's segment limit) waits in
 `outbound.send.dead` or `outbound.bulk.dead` with the reason in its `twoway-reason` header.
 `list_dead_letters` looks at them without taking them; `replay_dead_letters` publishes the chosen
-ones back to `sms.outbound` as fresh first attempts (reason, attempt and retry headers dropped)
+ones back to `sms.outbound` as fresh first attempts (reason, attempt, retry and in-doubt headers
+dropped: a message given up on in doubt is then sent again, on the operator's word)
 and removes each from the dead-letter queue only once the broker confirmed its replay.
 """
 
@@ -20,6 +21,7 @@ from twoway.broker import Publisher
 from twoway.messages import OutboundSMS
 from twoway.topology import (
     HEADER_ATTEMPT,
+    HEADER_IN_DOUBT,
     HEADER_PARTS_SENT,
     HEADER_REASON,
     HEADER_RETRY_DUE,
@@ -35,7 +37,9 @@ OUTBOUND_DEAD_LETTER_QUEUES = (
     dead_letter_queue(OUTBOUND_BULK_QUEUE),
 )
 
-_DROPPED_HEADERS = frozenset({HEADER_REASON, HEADER_ATTEMPT, HEADER_PARTS_SENT, HEADER_RETRY_DUE})
+_DROPPED_HEADERS = frozenset(
+    {HEADER_REASON, HEADER_ATTEMPT, HEADER_PARTS_SENT, HEADER_RETRY_DUE, HEADER_IN_DOUBT}
+)
 
 
 @dataclass(frozen=True)

@@ -133,10 +133,14 @@ class OutboundSMS(Envelope):
         )
 
 
-DeliveryStatus = Literal["accepted", "retrying", "sent", "delivered", "failed", "expired"]
+DeliveryStatus = Literal[
+    "accepted", "retrying", "sent", "unknown", "delivered", "failed", "expired"
+]
 """`accepted`: outbound took the message (or the gateway reports it queued); `retrying`: an
 attempt failed and another follows (the detail says which and why); `sent`: the gateway took it;
-then `delivered`, `failed` or `expired`."""
+`unknown`: outbound stopped during an attempt and cannot tell whether the gateway took it (the
+detail says why; it is not sent again, and a delivery report or a timeout settles it); then
+`delivered`, `failed` or `expired`."""
 
 
 class DeliveryEvent(Envelope):

@@ -80,6 +80,16 @@ OUTBOUND_SENT = Counter(
     "twoway_outbound_total", "Outbound SMS by gateway and result", ["gateway", "result"]
 )
 OUTBOUND_RETRIES = Counter("twoway_outbound_retries_total", "Outbound retries", ["gateway"])
+OUTBOUND_IN_DOUBT = Counter(
+    "twoway_outbound_in_doubt_total",
+    "Redelivered outbound SMS whose last attempt has no logged outcome, by the gateway's policy",
+    ["gateway", "policy"],
+)
+OUTBOUND_IN_DOUBT_SETTLED = Counter(
+    "twoway_outbound_in_doubt_settled_total",
+    "Held in-doubt outbound SMS settled: by a delivery report (reported) or by in_doubt_timeout",
+    ["gateway", "outcome"],
+)
 HANDLED = Counter("twoway_adapter_handled_total", "Messages handled by adapters", ["adapter"])
 HANDLER_RETRIES = Counter(
     "twoway_adapter_retries_total", "Failed handler runs scheduled for a retry", ["adapter"]

@@ -348,7 +348,8 @@ class Adapter:
     def on_delivery(self, callback: DeliveryCallback) -> DeliveryCallback:
         """Register the decorated function for the `DeliveryEvent`s of the SMS this adapter sent
         (replies, `context.send`, `adapter.context.send`; not broadcasts, whose events the
-        broadcaster counts): `accepted`, `retrying`, `sent`, `delivered`, `failed`, `expired`.
+        broadcaster counts): `accepted`, `retrying`, `sent`, `unknown`, `delivered`, `failed`,
+        `expired`.
 
         It is called as `callback(event, context)` (a `DeliveryContext`), with `adapter`,
         `outbound_id` and `status` bound in the log context; the event is acked once it returns.

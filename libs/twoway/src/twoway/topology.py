@@ -60,6 +60,10 @@ HEADER_REPEAT = "twoway-repeat"
 """On an OutboundSMS published again with the same id by a publisher that cannot tell whether its
 first publish reached the broker (the api taking over a stale Idempotency-Key): outbound looks
 the message up in the log before sending it, as for a redelivery."""
+HEADER_IN_DOUBT = "twoway-in-doubt"
+"""On an OutboundSMS outbound holds because an attempt of it is in doubt (outbound stopped between
+sending it and logging the outcome): it is not sent again, only checked for a delivery report
+when it comes back, until its gateway's `in_doubt_timeout`."""
 HEADER_RETRY_DUE = "twoway-retry-due"
 """On a message parked for a wait longer than its delay queue's: when the wait ends (Unix time in
 milliseconds). Until then the consumer parks it again instead of handling it."""

@@ -63,14 +63,28 @@ class StatusChange(BaseModel):
     event_id: str | None = Field(default=None, description="The id of the event that told us")
 
 
+class PendingAttempt(BaseModel):
+    attempt: int = Field(description="Which attempt (1 is the first)")
+    gateway_id: str
+    at: datetime = Field(description="When outbound was about to send it")
+
+
 class MessageStatus(BaseModel):
     message_id: str
-    status: DeliveryStatus = Field(description="The latest status: the last of the history")
+    status: DeliveryStatus = Field(
+        description="The latest status: the last of the history. `unknown`: an attempt is in "
+        "doubt (see `attempt`), the history's `unknown` entry says why"
+    )
     gateway_id: str | None
     adapter: str | None
     gateway_message_id: str | None
     history: list[StatusChange] = Field(description="In the order things happened")
     updated_at: datetime
+    attempt: PendingAttempt | None = Field(
+        default=None,
+        description="An attempt with no logged outcome: being sent now or, with status "
+        "`unknown`, in doubt (outbound stopped during it; a delivery report settles it)",
+    )
 
 
 class DeadLetterQuery(Request):

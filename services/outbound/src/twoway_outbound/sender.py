@@ -10,9 +10,13 @@ makes us text such numbers should not fill the dead-letter queue.
 The text is transliterated (if the gateway says so) and segmented; longer than the gateway's
 `max_segments` -> a `failed` event and the dead-letter queue. The send waits for the gateway's
 rate limit (segments per second, shared by every replica; replies first), then goes out as the
-dialect's request(s); an `accepted` event marks the start of its first attempt (logged together
-with that attempt's outcome, one write). success -> a `sent` event, which is also the record
-that keeps a redelivery from being sent again (`twoway_outbound.ledger`).
+dialect's request(s). Right before they go out the attempt is noted in the message log, with
+the `accepted` event that marks the start of the first attempt (`twoway_outbound.ledger`);
+the outcome's event clears the note. success -> a `sent` event, which is also the record
+that keeps a redelivery from being sent again. A redelivery that finds an attempt noted and no
+outcome is in doubt, and its gateway's `in_doubt` policy decides (`twoway_outbound.in_doubt`):
+send it again, or hold it (an `unknown` event, parked with `HEADER_IN_DOUBT` until a delivery
+report settles it, or `in_doubt_timeout` -> `failed` and the dead-letter queue).
 Timeout, connection error, 5xx or 429 (or the dialect's own "try again") -> a `retrying` event
 saying what failed, and the message waits in a delay queue (jittered, capped exponential backoff,
 at least the gateway's Retry-After: `twoway_outbound.retries`) and comes back, until
@@ -41,17 +45,26 @@ from twoway.gateways.config import GatewayConfig, GatewaysConfig, GatewaySecrets
 from twoway.gateways.destinations import refusal
 from twoway.gateways.encoding import SegmentedText, prepare
 from twoway.gateways.results import SendResult
-from twoway.message_log import EventRecorder
+from twoway.message_log import AttemptStarted, EventRecorder
 from twoway.messages import DeliveryEvent, OutboundSMS, utc_now
 from twoway.ordering import KeyedSequencer
 from twoway.topology import (
     HEADER_ATTEMPT,
+    HEADER_IN_DOUBT,
     HEADER_PARTS_SENT,
     HEADER_RETRY_DUE,
     delay_queue_for,
     retry_queue,
 )
 from twoway_outbound.gateway_client import send_requests
+from twoway_outbound.in_doubt import (
+    Action,
+    InDoubt,
+    decide,
+    gave_up_detail,
+    held_until,
+    unknown_detail,
+)
 from twoway_outbound.ledger import SentLedger, SentRecord
 from twoway_outbound.ratelimit import RateLimiters
 from twoway_outbound.recipient_caps import RecipientCaps
@@ -106,22 +119,39 @@ class Sender:
             )
             raise Reject(f"unknown gateway {message.gateway_id!r}")
         now = utc_now()
-        if message.not_after is not None and now > message.not_after:
-            await self._events.record(
-                message.event("expired", gateway.id, "past not_after; not sent")
-            )
+        if delivery.in_doubt:
+            await self._check_held(message, gateway, delivery, now)
             return
         due = delivery.retry_due
         if due is not None and due > now:  # back early from a wait longer than any delay queue
             await self._park(delivery, (due - now).total_seconds(), due)
             return
         may_repeat = delivery.redelivered or delivery.repeat
-        sent = await self._ledger.find(message.message_id, may_repeat=may_repeat)
-        if sent is not None:
+        past = await self._ledger.find(message.message_id, may_repeat=may_repeat)
+        if past.sent is not None:
+            sent = past.sent
             log.info("outbound_already_sent", gateway_id=sent.gateway_id)
             detail = "already sent; not sent again"
             again = message.event("sent", sent.gateway_id, detail, sent.gateway_message_id)
             await self._events.announce(again)  # the log has the send
+            return
+        if past.in_doubt is not None:
+            action = decide(past.in_doubt, gateway, now)
+            if not past.in_doubt.held:
+                metrics.OUTBOUND_IN_DOUBT.labels(gateway=gateway.id, policy=gateway.in_doubt).inc()
+            log.warning(
+                "outbound_in_doubt",
+                gateway_id=gateway.id,
+                attempt=past.in_doubt.attempt.attempt,
+                action=action,
+            )
+            if action != "resend":
+                await self._settle_held(message, gateway, delivery, past.in_doubt, action, now)
+                return
+        if message.not_after is not None and now > message.not_after:
+            await self._events.record(
+                message.event("expired", gateway.id, "past not_after; not sent")
+            )
             return
         refused = refusal(gateway.destinations, message.to, self._default_region)
         if refused is not None:
@@ -142,10 +172,10 @@ class Sender:
                 await self._refuse(message, gateway.id, RECIPIENT_LIMIT, capped)
                 return
         accepted: tuple[DeliveryEvent, ...] = ()
-        if attempt == 1 and not delivery.redelivered:
+        if attempt == 1 and not past.logged:
             detail = f"for {gateway.id}: {text.count} {text.encoding} segment(s)"
             accepted = (message.event("accepted", gateway.id, detail),)
-        result = await self._send(gateway, message, text, delivery)
+        result = await self._send(gateway, message, text, delivery, accepted)
         log.info(
             "outbound_attempt",
             gateway_id=gateway.id,
@@ -159,14 +189,15 @@ class Sender:
         detail = f"attempt {attempt}: {result.detail}"
         if result.outcome == "success":
             took = message.event("sent", gateway.id, detail, result.gateway_message_id)
-            await self._events.record(*accepted, took)
+            await self._events.record(took, logged=accepted)
             self._ledger.remember(
                 SentRecord(message.message_id, gateway.id, result.gateway_message_id)
             )
         elif result.outcome == "retry" and attempt < self._retries.max_attempts:
             await self._retry_later(message, delivery, gateway.id, attempt, result, accepted)
         else:
-            await self._events.record(*accepted, message.event("failed", gateway.id, detail))
+            failed = message.event("failed", gateway.id, detail)
+            await self._events.record(failed, logged=accepted)
             raise Reject(f"send failed after {attempt} attempt(s): {result.detail}")
 
     async def _refuse(self, message: OutboundSMS, gateway_id: str, rule: str, why: str) -> None:
@@ -181,13 +212,17 @@ class Sender:
         message: OutboundSMS,
         text: SegmentedText,
         delivery: Delivery,
+        accepted: tuple[DeliveryEvent, ...],
     ) -> SendResult:
-        """Wait for the gateway's rate limit, then send what an earlier attempt did not."""
+        """Wait for the gateway's rate limit, note the attempt (with `accepted`), then send what
+        an earlier attempt did not."""
         dialect = DIALECTS[gateway.type]
         requests = dialect.build_requests(gateway, message, text, self._secrets[gateway.id])
         already_sent = delivery.parts_sent
         segments = text.count if len(requests) == 1 else len(requests) - already_sent
         await self._limiters.acquire(gateway.id, segments, message.priority)
+        started = AttemptStarted(delivery.attempt, gateway.id, utc_now())
+        await self._ledger.start(message.message_id, started, *accepted)
         result, parts_sent = await send_requests(
             self._http, dialect, requests, gateway.timeout, already_sent=already_sent
         )
@@ -210,10 +245,11 @@ class Sender:
         detail = f"attempt {attempt}: {result.detail}"
         if due > deadline:
             reason = f"{detail}; not retried: a retry in {wait:g} s would pass its {limit}"
-            await self._events.record(*accepted, message.event("expired", gateway_id, reason))
+            expired = message.event("expired", gateway_id, reason)
+            await self._events.record(expired, logged=accepted)
             raise Reject(f"expired: {reason}")
         retrying = message.event("retrying", gateway_id, f"{detail}; next in {wait:g} s")
-        await self._events.record(*accepted, retrying)
+        await self._events.record(retrying, logged=accepted)
         await self._park(
             delivery,
             wait,
@@ -222,6 +258,54 @@ class Sender:
         )
         metrics.OUTBOUND_RETRIES.labels(gateway=gateway_id).inc()
         log.info("outbound_retry_scheduled", wait_seconds=wait, next_attempt=attempt + 1)
+
+    async def _check_held(
+        self,
+        message: OutboundSMS,
+        gateway: GatewayConfig,
+        delivery: Delivery,
+        now: datetime,
+    ) -> None:
+        """A held message back from its wait: settled by a delivery report meanwhile, or held
+        again, or given up on."""
+        due = delivery.retry_due
+        if due is not None and due > now:
+            await self._park(delivery, (due - now).total_seconds(), due)
+            return
+        past = await self._ledger.find(message.message_id, may_repeat=True)
+        if past.in_doubt is None:
+            metrics.OUTBOUND_IN_DOUBT_SETTLED.labels(gateway=gateway.id, outcome="reported").inc()
+            log.info("outbound_in_doubt_settled", gateway_id=gateway.id, outcome="reported")
+            if past.sent is not None:  # those counting outbound's sent/failed/expired hear of it
+                detail = "in doubt until the gateway reported it delivered; not sent again"
+                sent = message.event("sent", gateway.id, detail, past.sent.gateway_message_id)
+                await self._events.announce(sent)  # the log has the report
+            return
+        action = decide(past.in_doubt, gateway, now)
+        await self._settle_held(message, gateway, delivery, past.in_doubt, action, now)
+
+    async def _settle_held(
+        self,
+        message: OutboundSMS,
+        gateway: GatewayConfig,
+        delivery: Delivery,
+        doubt: InDoubt,
+        action: Action,
+        now: datetime,
+    ) -> None:
+        """`hold`: an `unknown` event (the first time), then park it until `in_doubt_timeout`;
+        `give_up`: a `failed` event and the dead-letter queue."""
+        if action == "give_up":
+            detail = gave_up_detail(doubt, gateway)
+            await self._events.record(message.event("failed", gateway.id, detail))
+            metrics.OUTBOUND_IN_DOUBT_SETTLED.labels(gateway=gateway.id, outcome="timeout").inc()
+            raise Reject(detail)
+        if not doubt.held:
+            await self._events.record(
+                message.event("unknown", gateway.id, unknown_detail(doubt, gateway))
+            )
+        due = held_until(doubt, gateway)
+        await self._park(delivery, (due - now).total_seconds(), due, {HEADER_IN_DOUBT: 1})
 
     async def _park(
         self,

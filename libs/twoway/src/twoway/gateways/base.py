@@ -46,8 +46,10 @@ Pairs = tuple[tuple[str, str], ...]
 JSON_TYPES = frozenset({"application/json", "text/json"})
 
 DELIVERY_STATUSES: dict[str, DeliveryStatus] = {
-    status: status for status in get_args(DeliveryStatus)
+    status: status for status in get_args(DeliveryStatus) if status != "unknown"
 }
+"""The statuses a gateway may report in our own words; `unknown` is outbound's judgement of its
+own attempt, never a gateway's."""
 
 
 class InvalidWebhook(ValueError):

@@ -32,6 +32,8 @@ gateways:
     recipient_limit: {count: 10, seconds: 60}  # replies to one number (the default); null: none
     inbound_limits:              # MO per sender / per gateway, else 429 (twoway.gateways.limits)
       per_sender: {count: 10, seconds: 60}
+    in_doubt: hold               # or resend: a send outbound cannot tell went out (see below)
+    in_doubt_timeout: 3600       # hold: seconds to wait for a delivery report, then `failed`
 
 
 Every configured inbound check must pass; a gateway with none refuses to start unless it says
@@ -39,6 +41,20 @@ Every configured inbound check must pass; a gateway with none refuses to start u
 numbers and sender ids the gateway delivers MO to: an MO to any other `to` is refused, so that a
 reply always comes from a number we own. `number_format` defaults to what the vendor documents
 (`international` for vonage and infobip, `e164` for twilio) and to `auto` for the others.
+
+An attempt is *in doubt* when outbound stopped (killed, lost its broker connection) after it
+sent the gateway's request and before it logged the answer: the redelivered message may or may
+not have reached the gateway. `in_doubt: hold` (the default) sends it no more: it gets an
+`unknown` event, and a delivery report for it settles it (delivered, failed, expired); none
+within `in_doubt_timeout` seconds of the attempt -> `failed` and the dead-letter queue (replaying
+it from there sends it again: an operator's choice). Hold suits a gateway that sends delivery
+reports (`public_url`); without them every in-doubt message ends failed after the timeout.
+`in_doubt: resend` sends it again at once: for a gateway that drops a copy of a message it has
+already taken. Infobip does, for the `messageId` we give it (our message id), but only once
+Infobip has enabled idempotency for the account's channels and within the grace period set
+there: turn it on, then set `in_doubt: resend`. Kannel, Twilio's Messages API, Vonage's SMS API
+(`client-ref` is a label it echoes, not a deduplication key) and the MobileFirst HTTP shape
+document no such key; a webhook bridge gets our message id in the body and may deduplicate on it.
 
 Vendor credentials: `account` (Twilio Account SID, Vonage API key, Kannel username) and
 `secret` (the environment variable with the Twilio auth token, Vonage API secret, Kannel
@@ -60,6 +76,8 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 from twoway.gateways.destinations import DestinationPolicy, RecipientLimit
 from twoway.gateways.limits import InboundLimits
 from twoway.phone import InvalidPhoneNumber, NumberFormat, parse_gateway_number
+
+InDoubtPolicy = Literal["hold", "resend"]
 
 GatewayType = Literal["mobilefirst-http", "kannel", "twilio", "vonage", "infobip", "webhook"]
 
@@ -167,6 +185,16 @@ class GatewayConfig(BaseModel):
     destinations: DestinationPolicy = Field(default_factory=DestinationPolicy)
     recipient_limit: RecipientLimit | None = Field(default_factory=RecipientLimit)
     inbound_limits: InboundLimits = Field(default_factory=InboundLimits)
+    in_doubt: InDoubtPolicy = Field(
+        default="hold",
+        description="A send outbound cannot tell went out: hold (unknown until a delivery "
+        "report or in_doubt_timeout) or resend (the gateway drops a second copy)",
+    )
+    in_doubt_timeout: float = Field(
+        default=3600.0,
+        gt=0,
+        description="hold: seconds after the attempt to wait for a delivery report, then failed",
+    )
 
     @model_validator(mode="after")
     def _check_type_needs(self) -> GatewayConfig:

@@ -3,8 +3,11 @@
 Out: `POST <url>/sms/3/messages` with `Authorization: App <API key>` and a JSON body: one message
 with `sender`, `destinations: [{to, messageId}]` (our message id is Infobip's message id),
 `content: {text}` and `webhooks: {callbackData}` carrying our reference (and `delivery: {url}`
-with `public_url`). The answer lists each message's status object; the `PENDING` and `DELIVERED`
-groups are success, `REJECTED` and `UNDELIVERABLE` fail for good. 429 and 5xx retry.
+with `public_url`). Once Infobip enables idempotency for the account's channels, it drops a
+second message with the same `messageId` within its grace period: such a gateway can take
+`in_doubt: resend` (`twoway.gateways.config`). The answer lists each message's status object;
+the `PENDING` and `DELIVERED` groups are success, `REJECTED` and `UNDELIVERABLE` fail for good.
+429 and 5xx retry.
 
 In: incoming messages are posted as JSON `{"results": [{messageId, from, to, text, cleanText,
 keyword, receivedAt, ...}]}`, delivery reports as `{"results": [{messageId, status: {groupName,
