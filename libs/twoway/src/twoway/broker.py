@@ -32,7 +32,13 @@ from pydantic import ValidationError
 
 from twoway import metrics
 from twoway.messages import Envelope
-from twoway.topology import DEAD_LETTER_EXCHANGE, HEADER_ATTEMPT, HEADER_REASON, retry_queue
+from twoway.topology import (
+    DEAD_LETTER_EXCHANGE,
+    HEADER_ATTEMPT,
+    HEADER_REASON,
+    HEADER_REPEAT,
+    retry_queue,
+)
 from twoway.tracing import TRACER, context_from, inject_into
 
 log = structlog.get_logger(__name__)
@@ -289,6 +295,22 @@ def _properties(
 def attempt_of(incoming: AbstractIncomingMessage) -> int:
     """Which attempt at handling `incoming` this is: 1 unless `retry_later` marked it."""
     return int(str(incoming.headers.get(HEADER_ATTEMPT, 1)))
+
+
+def may_repeat(incoming: AbstractIncomingMessage) -> bool:
+    """Whether handling `incoming` may repeat an earlier handling of the same message: RabbitMQ
+    redelivered it (a consumer died or lost its channel before acking), it is a retry
+    (`retry_later`), or its publisher marked it `HEADER_REPEAT`. What such a handling publishes
+    is marked `HEADER_REPEAT` in turn (`repeat_headers`), so that outbound looks it up in its
+    record of sent messages rather than sending it a second time."""
+    return (
+        bool(incoming.redelivered) or attempt_of(incoming) > 1 or HEADER_REPEAT in incoming.headers
+    )
+
+
+def repeat_headers(repeat: bool) -> dict[str, FieldValue]:
+    """The headers that mark a message published by a handling that `may_repeat`."""
+    return {HEADER_REPEAT: True} if repeat else {}
 
 
 M = TypeVar("M", bound=Envelope)

@@ -39,7 +39,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from twoway import metrics
 from twoway.batching import GroupCommit
-from twoway.broker import Publisher
+from twoway.broker import Publisher, may_repeat, repeat_headers
 from twoway.messages import InboundSMS, utc_now
 from twoway.settings import TwowaySettings
 from twoway.storage import Document
@@ -169,7 +169,7 @@ async def route_answer(
         incoming,
         exchange=ADAPTERS_EXCHANGE,
         routing_key=conversation.adapter,
-        headers=conversation.routing_headers(),
+        headers={**conversation.routing_headers(), **repeat_headers(may_repeat(incoming))},
     )
     metrics.CONVERSATION_ANSWERS.labels(adapter=conversation.adapter).inc()
     log.info(

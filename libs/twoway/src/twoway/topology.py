@@ -54,9 +54,11 @@ HEADER_PARTS_SENT = "twoway-parts-sent"
 HEADER_CONVERSATION = "twoway-conversation"
 """Set by the router on an SMS that answers an open conversation: that question's message id."""
 HEADER_REPEAT = "twoway-repeat"
-"""On an OutboundSMS published again with the same id by a publisher that cannot tell whether its
-first publish reached the broker (the api taking over a stale Idempotency-Key): outbound looks
-the message up in the log before sending it, as for a redelivery."""
+"""On a message that may repeat an earlier one with the same id: an OutboundSMS published again
+by a publisher that cannot tell whether its first publish reached the broker (the api taking over
+a stale Idempotency-Key), or by a handling that may itself be a repeat (`twoway.broker.may_repeat`:
+an adapter's handler or the router answering a redelivered SMS), and an SMS the router dispatches
+again. Outbound looks such a message up in the log before sending it, as for a redelivery."""
 HEADER_RETRY_DUE = "twoway-retry-due"
 """On a message parked for a wait longer than its delay queue's: when the wait ends (Unix time in
 milliseconds). Until then the consumer parks it again instead of handling it."""

@@ -35,7 +35,7 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
 from twoway import metrics
-from twoway.broker import Publisher, Reject, attempt_of
+from twoway.broker import Publisher, Reject, attempt_of, may_repeat
 from twoway.gateways import DIALECTS
 from twoway.gateways.config import GatewayConfig, GatewaysConfig, GatewaySecrets
 from twoway.gateways.destinations import refusal
@@ -47,7 +47,6 @@ from twoway.ordering import KeyedSequencer
 from twoway.topology import (
     HEADER_ATTEMPT,
     HEADER_PARTS_SENT,
-    HEADER_REPEAT,
     HEADER_RETRY_DUE,
     delay_queue_for,
     retry_queue,
@@ -116,8 +115,7 @@ class Sender:
         if due is not None and due > now:  # back early from a wait longer than any delay queue
             await self._park(incoming, (due - now).total_seconds(), due)
             return
-        may_repeat = bool(incoming.redelivered) or HEADER_REPEAT in incoming.headers
-        sent = await self._ledger.find(message.message_id, may_repeat=may_repeat)
+        sent = await self._ledger.find(message.message_id, may_repeat=may_repeat(incoming))
         if sent is not None:
             log.info("outbound_already_sent", gateway_id=sent.gateway_id)
             detail = "already sent; not sent again"
