@@ -233,6 +233,30 @@ async def test_an_sms_redelivered_to_the_router_is_answered_once(
     assert await world.received() == [SENDER]
 
 
+async def test_an_sms_the_router_dispatches_again_is_answered_once_by_the_adapter(
+    world: World,
+) -> None:
+    """The router handled the SMS but died before acking it: it dispatches it again, marked as
+    a possible repeat, and the adapter marks its answers so."""
+    runs: list[str] = []
+    adapter = build_adapter(runs)
+    router_settings = world.make_settings(RouterSettings, registry_refresh_seconds=3600)
+    message = inbound("HI")
+    reply_id, send_id = (derive_message_id(message.message_id, NAME, "hello", n) for n in "12")
+    async with serving(adapter.create_app(adapter_settings(world))):
+        async with world.outbound():
+            async with serving(create_router(router_settings)):
+                await world.publisher.publish(
+                    message, exchange=INBOUND_EXCHANGE, routing_key=inbound_key("sim")
+                )
+                await world.sent(reply_id, send_id)
+            await world.redeliver(ROUTER_QUEUE, message)
+        async with world.outbound(), serving(create_router(router_settings)):
+            await world.sent(reply_id, send_id, detail=ALREADY_SENT)
+    assert runs == ["hello", "hello"]
+    assert sorted(await world.received()) == [SENDER, "+15557654321"]
+
+
 async def test_a_broadcast_fanned_out_again_from_the_start_is_sent_once(
     world: World, mongo_db: AsyncDatabase[Document]
 ) -> None:
