@@ -374,10 +374,10 @@ async def test_an_sms_that_breaks_the_router_is_dead_lettered_and_the_next_is_ro
 ) -> None:
     handle = Compliance.handle
 
-    async def breaks_on_poison(self: Compliance, message: InboundSMS) -> bool:
+    async def breaks_on_poison(self: Compliance, message: InboundSMS, *, repeat: bool) -> bool:
         if message.text == "BAL poison":
             raise RuntimeError("the opt-out store broke")
-        return await handle(self, message)
+        return await handle(self, message, repeat=repeat)
 
     monkeypatch.setattr(Compliance, "handle", breaks_on_poison)
     harness = await start_router(max_deliveries=2)

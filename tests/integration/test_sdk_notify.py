@@ -21,7 +21,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from tests.support.broker import adapter_queues, delete_queues, drain, listening
 from tests.support.servers import serving
 from tests.support.stack import SHORT_CODE, gateways_file
-from twoway.broadcasts import Broadcast, BroadcastStore
+from tests.support.waiting import until
+from twoway.broadcasts import BROADCASTS, Broadcast, BroadcastStore
 from twoway.broker import Publisher
 from twoway.messages import InboundSMS, OutboundSMS
 from twoway.optouts import OptOutStore
@@ -185,6 +186,23 @@ async def test_a_handlers_notify_reaches_each_subscriber_once_but_not_the_opted_
         assert sms.text == "Rain at 7: take an umbrella."
         assert (sms.priority, sms.adapter) == ("bulk", BROADCAST_ADAPTER)
         assert sms.correlation_id == broadcast.broadcast_id
+
+
+async def test_an_sms_handled_twice_notifies_once(running: Running) -> None:
+    """A second handling of one SMS (a retry, a redelivery) asks for the broadcast the first
+    made (its id is derived from the SMS's): no second broadcast, nobody notified twice."""
+    inbound = await running.text("warn", "RAIN")
+    await running.published(len(RAIN_SUBSCRIBERS) - 1)
+    [first] = running.weather.broadcasts
+    await running.finished(first.broadcast_id)
+
+    await running.publisher.publish(
+        inbound, exchange=ADAPTERS_EXCHANGE, routing_key=NAME, headers={HEADER_HANDLER: "warn"}
+    )
+    await until(lambda: len(running.weather.broadcasts) == 2)
+    again = running.weather.broadcasts[1]
+    assert (again.broadcast_id, again.status) == (first.broadcast_id, "completed")
+    assert await running.db[BROADCASTS].count_documents({}) == 1
 
 
 async def test_the_adapters_own_notify_reaches_only_that_sources_subscribers(

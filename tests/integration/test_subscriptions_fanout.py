@@ -8,19 +8,27 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AsyncExitStack
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from pymongo.asynchronous.database import AsyncDatabase
+from ulid import ULID
 
-from tests.support.broker import delete_queues, drain
+from tests.support.broker import delete_queues, drain, queue_length
 from tests.support.servers import serving
 from tests.support.stack import gateways_file
 from twoway.broadcasts import Broadcast, Broadcasts, BroadcastStore, broadcast_message_id
 from twoway.broker import Publisher
-from twoway.messages import DeliveryEvent, EventSource, OutboundSMS, StartBroadcast
+from twoway.messages import (
+    DeliveryEvent,
+    EventSource,
+    OutboundSMS,
+    StartBroadcast,
+    derive_message_id,
+)
 from twoway.optouts import OptOutStore
 from twoway.storage import Document
 from twoway.subscriptions import EventSourceRegistry, RecipientBatch, SubscriptionStore
@@ -34,6 +42,7 @@ from twoway.topology import (
     OUTBOUND_BULK_QUEUE,
     OUTBOUND_EXCHANGE,
     dead_letter_queue,
+    declare_broadcast_queues,
     declare_exchanges,
     declare_work_queue,
     event_key,
@@ -283,3 +292,26 @@ async def test_delivery_events_are_counted_per_broadcast(
                 break
             assert asyncio.get_running_loop().time() < deadline, (one, two)
             await asyncio.sleep(0.05)
+
+
+async def test_a_request_again_with_its_id_is_the_same_broadcast_queued_again_until_it_starts(
+    broadcasts: Broadcasts, publisher: Publisher, amqp: AbstractRobustConnection
+) -> None:
+    """What a handler's `notify` does when the handler runs again: the broadcast the first run
+    made, its command queued again while no worker has taken it (the first run may have died
+    before queueing it), and not once a worker has."""
+    await declare_broadcast_queues(publisher.channel)
+    broadcast_id = derive_message_id(str(ULID()), "bank", "news", "1")
+    first = await broadcasts.request(NEWS, "Markets are up", broadcast_id=broadcast_id)
+    again = await broadcasts.request(NEWS, "Markets are up", broadcast_id=broadcast_id)
+    assert (again.broadcast_id, again.status, again.created_at) == (
+        broadcast_id,
+        "queued",
+        first.created_at,
+    )
+    assert await queue_length(amqp, BROADCASTS_QUEUE) == 2
+
+    await broadcasts.store.claim(broadcast_id, "worker", timedelta(seconds=30))
+    running = await broadcasts.request(NEWS, "Markets are up", broadcast_id=broadcast_id)
+    assert running.status == "running"
+    assert await queue_length(amqp, BROADCASTS_QUEUE) == 2

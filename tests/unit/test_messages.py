@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from ulid import ULID
 
 from twoway.messages import (
     ANY_MESSAGE,
@@ -17,6 +18,7 @@ from twoway.messages import (
     InboundSMS,
     OutboundSMS,
     derive_keyword,
+    derive_message_id,
 )
 
 AT = datetime(2026, 11, 25, 10, 30, tzinfo=UTC)
@@ -78,7 +80,7 @@ def test_reply_builds_from_explicit_fields() -> None:
         correlation_id=None,
         trace={"traceparent": "00-abc-def-01"},
     )
-    reply = original.reply("thanks", adapter="echo")
+    reply = original.reply("thanks", message_id="01JH5Z8K3QW7N2M4P6R8T0V2X5", adapter="echo")
     assert isinstance(reply, OutboundSMS)
     assert reply.to == original.sender
     assert reply.from_ == "12345"
@@ -89,18 +91,54 @@ def test_reply_builds_from_explicit_fields() -> None:
     assert reply.adapter == "echo"
     assert reply.priority == "reply"
     assert reply.trace == {"traceparent": "00-abc-def-01"}
-    assert reply.message_id != original.message_id
+    assert reply.message_id == "01JH5Z8K3QW7N2M4P6R8T0V2X5"
 
 
 def test_reply_without_recipient_leaves_from_to_the_gateway() -> None:
-    reply = inbound(recipient="").reply("hi")
+    reply = inbound(recipient="").reply("hi", message_id="r")
     assert reply.from_ is None
     assert reply.adapter is None
 
 
 def test_reply_keeps_the_correlation_chain() -> None:
     original = inbound(correlation_id="01JH5Z8K3QW7N2M4P6R8T0V2X4")
-    assert original.reply("hi").correlation_id == "01JH5Z8K3QW7N2M4P6R8T0V2X4"
+    assert original.reply("hi", message_id="r").correlation_id == "01JH5Z8K3QW7N2M4P6R8T0V2X4"
+
+
+PARENT = "01JH5Z8K3QW7N2M4P6R8T0V2X4"
+
+
+def test_a_derived_id_is_the_same_each_time_and_a_ulid_in_the_parents_millisecond() -> None:
+    derived = derive_message_id(PARENT, "echo", "echo", "1")
+    assert derive_message_id(PARENT, "echo", "echo", "1") == derived
+    assert ULID.from_str(derived).timestamp == ULID.from_str(PARENT).timestamp
+    assert str(ULID.from_str(derived)) == derived
+    assert derived != PARENT
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ((PARENT, "echo", "echo", "1"), (PARENT, "echo", "echo", "2")),
+        ((PARENT, "echo", "echo", "1"), ("01JH5Z8K3QW7N2M4P6R8T0V2X5", "echo", "echo", "1")),
+        ((PARENT, "echo", "a", "1"), (PARENT, "bank", "a", "1")),
+        ((PARENT, "echo", "a:b", "1"), (PARENT, "echo", "a", "b:1")),
+        ((PARENT, "echo", "a\\", "1"), (PARENT, "echo", "a\\:1")),
+        ((PARENT, "echo", "echo", "1"), (PARENT, "echo", "echo", "failure_reply", "1")),
+    ],
+    ids=["sequence", "parent", "adapter", "colon-in-a-part", "backslash-in-a-part", "scope-depth"],
+)
+def test_different_scopes_derive_different_ids(
+    one: tuple[str, ...], other: tuple[str, ...]
+) -> None:
+    assert derive_message_id(*one) != derive_message_id(*other)
+
+
+@pytest.mark.parametrize("parent", ["m1", "", "not-a-ulid-but-twenty-six!", "a" * 300])
+def test_a_parent_that_is_no_ulid_still_derives_a_stable_ulid(parent: str) -> None:
+    derived = derive_message_id(parent, "router", "help")
+    assert derive_message_id(parent, "router", "help") == derived
+    assert str(ULID.from_str(derived)) == derived
 
 
 @pytest.mark.parametrize(

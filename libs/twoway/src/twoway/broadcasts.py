@@ -10,8 +10,6 @@ the worker's resume state: the phone number up to which every message is publish
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,10 +18,11 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 from ulid import ULID
 
 from twoway.broker import Publisher
-from twoway.messages import StartBroadcast, utc_now
+from twoway.messages import StartBroadcast, derive_message_id, utc_now
 from twoway.storage import Document, stored_now
 from twoway.subscriptions import EventSourceRegistry, Subscriptions, SubscriptionStore
 from twoway.topology import BROADCASTS_QUEUE, declare_broadcast_queues
@@ -67,20 +66,9 @@ class BroadcastRun:
 
 
 def broadcast_message_id(broadcast: Broadcast, phone: str) -> str:
-    """The message id of `broadcast`'s SMS to `phone`: the same however often it is published.
-
-    A ULID with the broadcast's timestamp and a hash of (broadcast, phone): time-sortable like
-    every message id, and deterministic, so a repeat is recognisable downstream.
-    """
-    prefix = _timestamp_bytes(broadcast.broadcast_id)
-    digest = hashlib.blake2b(f"{broadcast.broadcast_id}:{phone}".encode(), digest_size=10)
-    return str(ULID.from_bytes(prefix + digest.digest()))
-
-
-@functools.lru_cache(maxsize=64)
-def _timestamp_bytes(broadcast_id: str) -> bytes:
-    """The timestamp part of a broadcast's ULID (parsed once per broadcast, not per message)."""
-    return ULID.from_str(broadcast_id).bytes[:6]
+    """The message id of `broadcast`'s SMS to `phone`: the same however often it is published
+    (`derive_message_id`)."""
+    return derive_message_id(broadcast.broadcast_id, phone)
 
 
 class LeaseLost(Exception):
@@ -106,9 +94,12 @@ class BroadcastStore:
         gateway_id: str | None = None,
         sender: str | None = None,
         not_after: datetime | None = None,
-    ) -> Broadcast:
+        broadcast_id: str | None = None,
+    ) -> tuple[Broadcast, bool]:
+        """Record a new broadcast (a new id unless `broadcast_id` is given); with the id of one
+        that exists, that one, and False: whether it was created."""
         broadcast = Broadcast(
-            broadcast_id=str(ULID()),
+            broadcast_id=broadcast_id or str(ULID()),
             event_source=event_source,
             text=text,
             gateway_id=gateway_id,
@@ -117,10 +108,16 @@ class BroadcastStore:
             created_at=stored_now(),
         )
         document = broadcast.model_dump()
-        await self._broadcasts.insert_one(
-            {"_id": broadcast.broadcast_id, **document, "checkpoint": None, "lease_until": None}
-        )
-        return broadcast
+        try:
+            await self._broadcasts.insert_one(
+                {"_id": broadcast.broadcast_id, **document, "checkpoint": None, "lease_until": None}
+            )
+        except DuplicateKeyError:
+            existing = await self.get(broadcast.broadcast_id)
+            if existing is None:  # gone again at once: only an operator deletes broadcasts
+                raise
+            return existing, False
+        return broadcast, True
 
     async def get(self, broadcast_id: str) -> Broadcast | None:
         document = await self._broadcasts.find_one({"_id": broadcast_id})
@@ -247,15 +244,27 @@ class Broadcasts:
         sender: str | None = None,
         not_after: datetime | None = None,
         correlation_id: str | None = None,
+        broadcast_id: str | None = None,
     ) -> Broadcast:
         """Record a broadcast to `event_source`'s subscribers and queue it for the broadcaster.
 
+        A `broadcast_id` given makes the request idempotent: a second request with it (a
+        handler that runs again) is the broadcast the first made, queued again only if it never
+        started (the first may have stopped before queueing it; a second command for it is
+        harmless, since the broadcaster runs a broadcast once).
         Raises `UnknownEventSource`, or `PublishFailed` (the broadcast is then marked failed).
         """
         source = await self._sources.require(event_source)
-        broadcast = await self.store.create(
-            source.name, text, gateway_id=gateway_id, sender=sender, not_after=not_after
+        broadcast, created = await self.store.create(
+            source.name,
+            text,
+            gateway_id=gateway_id,
+            sender=sender,
+            not_after=not_after,
+            broadcast_id=broadcast_id,
         )
+        if not created and broadcast.status != "queued":
+            return broadcast
         command = StartBroadcast(
             broadcast_id=broadcast.broadcast_id,
             correlation_id=correlation_id or broadcast.broadcast_id,

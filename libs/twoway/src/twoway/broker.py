@@ -35,7 +35,13 @@ from pydantic import ValidationError
 from twoway import metrics
 from twoway.consumed import BadHeader, Delivery, Headers, read_delivery
 from twoway.messages import Envelope
-from twoway.topology import DEAD_LETTER_EXCHANGE, HEADER_ATTEMPT, HEADER_REASON, retry_queue
+from twoway.topology import (
+    DEAD_LETTER_EXCHANGE,
+    HEADER_ATTEMPT,
+    HEADER_REASON,
+    HEADER_REPEAT,
+    retry_queue,
+)
 from twoway.tracing import TRACER, inject_into
 
 log = structlog.get_logger(__name__)
@@ -301,6 +307,13 @@ def _properties(
         correlation_id=correlation_id,
         message_type=message_type,
     )
+
+
+def repeat_headers(repeat: bool) -> dict[str, FieldValue]:
+    """The headers that mark a message published by a handling that may repeat an earlier one
+    (`Delivery.may_repeat`), so that outbound looks it up in its record of sent messages rather
+    than sending it a second time."""
+    return {HEADER_REPEAT: True} if repeat else {}
 
 
 M = TypeVar("M", bound=Envelope)

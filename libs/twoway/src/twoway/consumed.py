@@ -80,6 +80,13 @@ class Delivery:
     """Outbound held this message: an attempt of it may have reached the gateway."""
     trace: Context = field(repr=False)
 
+    @property
+    def may_repeat(self) -> bool:
+        """Whether handling this may repeat an earlier handling of the same message: RabbitMQ
+        redelivered it (a consumer died or lost its channel before acking), it is a retry, or
+        its publisher marked it a repeat."""
+        return self.redelivered or self.attempt > 1 or self.repeat
+
 
 def read_delivery(
     body: bytes,

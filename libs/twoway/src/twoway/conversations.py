@@ -38,7 +38,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from twoway import metrics
 from twoway.batching import GroupCommit
-from twoway.broker import Publisher
+from twoway.broker import Publisher, repeat_headers
 from twoway.consumed import Delivery
 from twoway.messages import InboundSMS, utc_now
 from twoway.settings import TwowaySettings
@@ -168,7 +168,7 @@ async def route_answer(
         delivery,
         exchange=ADAPTERS_EXCHANGE,
         routing_key=conversation.adapter,
-        headers=conversation.routing_headers(),
+        headers={**conversation.routing_headers(), **repeat_headers(delivery.may_repeat)},
     )
     metrics.CONVERSATION_ANSWERS.labels(adapter=conversation.adapter).inc()
     log.info(

@@ -12,10 +12,12 @@ A handler run that raises, or outlasts its timeout (`handler_timeout`, or the ha
   ("please try again later"; empty: none), and the SMS goes to `adapter.<name>.dead` with the
   reason in its `twoway-reason` header.
 
-A retry re-runs the whole handler: replies it sent before failing are sent again, so a handler
-should reply last, or be safe to repeat. Each SMS is handled in a task of its own, at most
-`prefetch` of them at once per adapter process, so a slow handler holds one slot, never the
-queue; the timeout bounds how long it holds it.
+A retry re-runs the whole handler, but what it sent before failing is not sent again: a re-run
+sends the same message ids, marked as possible repeats (`twoway.sdk.HandlerContext`), and
+outbound sends each id once. Its other effects (a back-end call) are the handler's to make safe
+to repeat. Each SMS is handled in a task of its own, at most `prefetch` of them at once per
+adapter process, so a slow handler holds one slot, never the queue; the timeout bounds how long
+it holds it.
 
 `decide` is the pure policy; `FailurePolicy` applies it at the edge.
 """

@@ -8,6 +8,8 @@ dropping data.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -26,6 +28,39 @@ from ulid import ULID
 def new_message_id() -> str:
     """A new, time-sortable message id (ULID)."""
     return str(ULID())
+
+
+def derive_message_id(parent_id: str, *scope: str) -> str:
+    """The id of the message that `parent_id` gives rise to in `scope`: the same however often
+    it is derived, so a second run of whatever sends it (a handler re-run after a crash or a
+    redelivery, a broadcast's fan-out resumed) makes a copy that outbound's record of sent
+    messages recognises and drops.
+
+    A ULID like every other message id (26 characters of Crockford base32, which message logs,
+    delivery-report references and logs already take): its timestamp part is the parent's, so a
+    reply sorts beside the SMS it answers and a broadcast's messages beside the broadcast, and
+    its 80 random bits are a BLAKE2b hash of the parent and the scope. A parent that is not a
+    ULID (an id someone chose) lends no timestamp: the hash gives that part too. The parent and
+    the parts are joined by ":", with ":" and "\\" escaped inside each, so that two different
+    scopes never hash the same text.
+    """
+    text = ":".join(_escaped(part) for part in (parent_id, *scope))
+    digest = hashlib.blake2b(text.encode(), digest_size=10).digest()
+    return str(ULID.from_bytes(_timestamp_bytes(parent_id) + digest))
+
+
+def _escaped(part: str) -> str:
+    return part.replace("\\", "\\\\").replace(":", "\\:")
+
+
+@functools.lru_cache(maxsize=1024)
+def _timestamp_bytes(parent_id: str) -> bytes:
+    """The 48-bit timestamp of `parent_id` as a ULID, else a hash of it (parsed once per parent:
+    a broadcast derives an id per subscriber)."""
+    try:
+        return ULID.from_str(parent_id).bytes[:6]
+    except ValueError:
+        return hashlib.blake2b(parent_id.encode(), digest_size=6).digest()
 
 
 def utc_now() -> datetime:
@@ -85,9 +120,12 @@ class InboundSMS(Envelope):
             data = {**data, "keyword": keyword}
         return data
 
-    def reply(self, text: str, *, adapter: str | None = None) -> OutboundSMS:
-        """The answer to this SMS: back to its sender, from the number it was sent to."""
+    def reply(self, text: str, *, message_id: str, adapter: str | None = None) -> OutboundSMS:
+        """The answer to this SMS: back to its sender, from the number it was sent to. Its
+        `message_id` is derived from this SMS's (`derive_message_id`), so that answering the
+        same SMS again makes a copy outbound drops, not a second SMS."""
         return OutboundSMS(
+            message_id=message_id,
             correlation_id=self.correlation_id or self.message_id,
             trace=self.trace,
             to=self.sender,

@@ -40,7 +40,7 @@ from pydantic import Field, JsonValue
 
 from twoway import metrics
 from twoway.broadcasts import Broadcast
-from twoway.broker import Consumer, Publisher, PublishFailed, Reject
+from twoway.broker import Consumer, Publisher, PublishFailed, Reject, repeat_headers
 from twoway.consumed import Delivery
 from twoway.conversations import (
     AdapterConversations,
@@ -58,6 +58,7 @@ from twoway.messages import (
     InboundSMS,
     OutboundSMS,
     Subscription,
+    derive_message_id,
 )
 from twoway.ordering import KeyedSequencer
 from twoway.registry import HandlerRegistry
@@ -112,7 +113,17 @@ def _policy_retry_delays(settings: AdapterSettings) -> list[int]:
 
 
 class HandlerContext:
-    """What a handler gets: the inbound SMS, and ways to answer it."""
+    """What a handler gets: the inbound SMS, and ways to answer it.
+
+    Everything a handling sends (`reply`, `ask`, `send`, `notify`) gets an id derived from the
+    SMS's id, the adapter, `scope` (the handler's name) and its place in the handling: 1st, 2nd,
+    ... (`twoway.messages.derive_message_id`). A handling that runs again (the adapter died before
+    acking the SMS, the broker redelivered it, the failure policy retries it) sends the same
+    ids, marked as possible repeats when it knows it may be one (`repeat`), and outbound sends
+    each id once. So a handler may reply first and fail later without the texter getting the
+    reply twice, provided it sends one thing after another (two sends started together may swap
+    ids between runs) and sends in the same order each time.
+    """
 
     def __init__(
         self,
@@ -121,6 +132,8 @@ class HandlerContext:
         publisher: Publisher,
         settings: AdapterSettings,
         *,
+        scope: Sequence[str],
+        repeat: bool = False,
         http: aiohttp.ClientSession | None = None,
         conversations: AdapterConversations | None = None,
         conversation: Conversation | None = None,
@@ -128,6 +141,9 @@ class HandlerContext:
     ) -> None:
         self.adapter = adapter
         self.message = message
+        self._scope = tuple(scope)
+        self._repeat = repeat
+        self._sent = 0
         self._publisher = publisher
         self._settings = settings
         self._services = services
@@ -156,7 +172,7 @@ class HandlerContext:
         Unanswered, the question expires after `ttl` seconds (default `conversation_ttl`)."""
         if self._conversations is None:
             raise RuntimeError("no conversation store: run the adapter through Adapter.create_app")
-        outbound = self.message.reply(question, adapter=self.adapter)
+        outbound = self.message.reply(question, message_id=self._next_id(), adapter=self.adapter)
         await self._conversations.ask(
             self.message,
             question_id=outbound.message_id,
@@ -211,6 +227,7 @@ class HandlerContext:
             event_source,
             text,
             correlation_id=self.message.correlation_id or self.message.message_id,
+            broadcast_id=self._next_id(),
         )
 
     @property
@@ -220,7 +237,7 @@ class HandlerContext:
 
     async def reply(self, text: str) -> OutboundSMS:
         """Answer the sender, through the gateway the SMS came from."""
-        outbound = self.message.reply(text, adapter=self.adapter)
+        outbound = self.message.reply(text, message_id=self._next_id(), adapter=self.adapter)
         await self._publish(outbound)
         return outbound
 
@@ -235,6 +252,15 @@ class HandlerContext:
             sender=sender,
             correlation_id=self.message.correlation_id or self.message.message_id,
             trace=self.message.trace,
+            message_id=self._next_id(),
+            repeat=self._repeat,
+        )
+
+    def _next_id(self) -> str:
+        """The id of the next thing this handling sends."""
+        self._sent += 1
+        return derive_message_id(
+            self.message.message_id, self.adapter, *self._scope, str(self._sent)
         )
 
     async def _publish(self, outbound: OutboundSMS) -> None:
@@ -242,6 +268,7 @@ class HandlerContext:
             outbound,
             exchange=OUTBOUND_EXCHANGE,
             routing_key=outbound_key(outbound.gateway_id, outbound.priority),
+            headers=repeat_headers(self._repeat),
         )
 
 
@@ -446,13 +473,18 @@ class Adapter:
             async def handle(message: InboundSMS, delivery: Delivery) -> None:
                 handler_name = delivery.handler or ""
                 answered = answered_conversation(message, delivery)
+                repeat = delivery.may_repeat
 
-                def context(conversation: Conversation | None = None) -> HandlerContext:
+                def context(
+                    scope: Sequence[str], conversation: Conversation | None = None
+                ) -> HandlerContext:
                     return HandlerContext(
                         self.name,
                         message,
                         publisher,
                         settings,
+                        scope=scope,
+                        repeat=repeat,
                         http=app[HTTP_SESSION],
                         conversations=conversations,
                         conversation=conversation,
@@ -463,7 +495,7 @@ class Adapter:
                     conversation = await conversations.load(answered) if answered else None
                     if answered and conversation is None:
                         raise Reject("the conversation this SMS answers is no longer open")
-                    await self.dispatch(context(conversation), handler_name)
+                    await self.dispatch(context([handler_name], conversation), handler_name)
                     if answered:
                         await conversations.close(answered)
 
@@ -471,7 +503,8 @@ class Adapter:
                     if answered:
                         await conversations.close(answered)
                     if settings.failure_reply:
-                        await context().reply(settings.failure_reply)
+                        # Its own scope: its id is none of the handler's replies'.
+                        await context([handler_name, "failure_reply"]).reply(settings.failure_reply)
 
                 registered = self._handlers.get(handler_name)
                 registration = registered.registration if registered else None

@@ -28,9 +28,15 @@ from aiohttp import web
 from pydantic import JsonValue
 
 from twoway.broadcasts import Broadcast, Broadcasts, open_subscription_services
-from twoway.broker import Consumer, Publisher
+from twoway.broker import Consumer, Publisher, repeat_headers
 from twoway.consumed import Delivery
-from twoway.messages import EventSource, OutboundSMS, Subscription, SubscriptionChanged
+from twoway.messages import (
+    EventSource,
+    OutboundSMS,
+    Subscription,
+    SubscriptionChanged,
+    new_message_id,
+)
 from twoway.phone import normalise_phone
 from twoway.service import (
     MONGO_DB,
@@ -108,9 +114,12 @@ class AdapterContext:
         sender: str | None = None,
         not_after: datetime | None = None,
         correlation_id: str | None = None,
+        broadcast_id: str | None = None,
     ) -> Broadcast:
         """Send `text` to every subscriber of `event_source` (not to opted-out numbers): the
-        broadcaster fans it out; follow it with the api's `GET /broadcasts/{id}`."""
+        broadcaster fans it out; follow it with the api's `GET /broadcasts/{id}`. With a
+        `broadcast_id` given (a derived one: `twoway.messages.derive_message_id`), asking again
+        is the same broadcast, not a second one (see `Broadcasts.request`)."""
         return await self._broadcasts.request(
             event_source,
             text,
@@ -118,6 +127,7 @@ class AdapterContext:
             sender=sender,
             not_after=not_after,
             correlation_id=correlation_id,
+            broadcast_id=broadcast_id,
         )
 
     async def send(
@@ -129,9 +139,15 @@ class AdapterContext:
         sender: str | None = None,
         correlation_id: str | None = None,
         trace: Mapping[str, str] | None = None,
+        message_id: str | None = None,
+        repeat: bool = False,
     ) -> OutboundSMS:
-        """Send an SMS to one number (normalised to E.164)."""
+        """Send an SMS to one number (normalised to E.164). Its `message_id` is a new one unless
+        given: give a derived one (`twoway.messages.derive_message_id`) to send once however
+        often the code that sends it runs, and `repeat` when this run may be such a repeat
+        (outbound then checks its record of sent messages first)."""
         outbound = OutboundSMS(
+            message_id=message_id or new_message_id(),
             correlation_id=correlation_id,
             trace=dict(trace or {}),
             to=normalise_phone(to, self._default_region),
@@ -144,6 +160,7 @@ class AdapterContext:
             outbound,
             exchange=OUTBOUND_EXCHANGE,
             routing_key=outbound_key(outbound.gateway_id, outbound.priority),
+            headers=repeat_headers(repeat),
         )
         return outbound
 

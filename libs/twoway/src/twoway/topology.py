@@ -57,9 +57,11 @@ HEADER_PARTS_SENT = "twoway-parts-sent"
 HEADER_CONVERSATION = "twoway-conversation"
 """Set by the router on an SMS that answers an open conversation: that question's message id."""
 HEADER_REPEAT = "twoway-repeat"
-"""On an OutboundSMS published again with the same id by a publisher that cannot tell whether its
-first publish reached the broker (the api taking over a stale Idempotency-Key): outbound looks
-the message up in the log before sending it, as for a redelivery."""
+"""On a message that may repeat an earlier one with the same id: an OutboundSMS published again
+by a publisher that cannot tell whether its first publish reached the broker (the api taking over
+a stale Idempotency-Key), or by a handling that may itself be a repeat (`Delivery.may_repeat`:
+an adapter's handler or the router answering a redelivered SMS), and an SMS the router dispatches
+again. Outbound looks such a message up in the log before sending it, as for a redelivery."""
 HEADER_IN_DOUBT = "twoway-in-doubt"
 """On an OutboundSMS outbound holds because an attempt of it is in doubt (outbound stopped between
 sending it and logging the outcome): it is not sent again, only checked for a delivery report

@@ -13,7 +13,11 @@ that resumes a broadcast (after a crash: once the dead worker's lease expired) r
 queue first: those numbers past the checkpoint were published already and are skipped. So
 whether the crash came before, during or after a batch's confirms, or before its checkpoint,
 nobody is sent the message twice and nobody is missed. Message ids are deterministic per
-(broadcast, phone) besides, so a repeat would be recognisable downstream.
+(broadcast, phone) besides (`broadcast_message_id`), and a slice run from a command the broker
+redelivered (its worker died) marks what it publishes `HEADER_REPEAT`, so should a message be
+published twice all the same, outbound finds it in its record of sent messages and drops the
+copy. (A slice run from a fresh command does not: the lookup would cost a database read per
+message, and the progress queue already covers that case.)
 
 Long broadcasts are cut into slices: after `slice_seconds` the worker checkpoints, queues a
 fresh `StartBroadcast` for the rest and acks its own, so no command stays unacknowledged for long
@@ -46,7 +50,7 @@ from twoway.broadcasts import (
     LeaseLost,
     broadcast_message_id,
 )
-from twoway.broker import Publisher, Reject
+from twoway.broker import Publisher, Reject, repeat_headers
 from twoway.consumed import Delivery
 from twoway.gateways.config import GatewaysConfig
 from twoway.messages import OutboundSMS, StartBroadcast
@@ -108,7 +112,7 @@ class FanOut:
         and the command dead-lettered, rather than left `running` for ever."""
         with structlog.contextvars.bound_contextvars(broadcast_id=command.broadcast_id):
             try:
-                await self._run(command)
+                await self._run(command, repeat=delivery.may_repeat)
             except Exception as error:
                 if not delivery.final:
                     raise
@@ -117,12 +121,12 @@ class FanOut:
                 log.error("broadcast_failed", reason=reason)
                 raise Reject(reason) from error
 
-    async def _run(self, command: StartBroadcast) -> None:
+    async def _run(self, command: StartBroadcast, *, repeat: bool) -> None:
         run = await self._claim(command)
         if run is None:
             return
         try:
-            finished = await self._fan_out(run)
+            finished = await self._fan_out(run, repeat=repeat)
         except LeaseLost:
             log.warning("broadcast_taken_over")
             return
@@ -158,8 +162,9 @@ class FanOut:
         )
         log.info("broadcast_handed_over")
 
-    async def _fan_out(self, run: BroadcastRun) -> bool:
-        """Fan out from the checkpoint for one slice; whether the broadcast is complete."""
+    async def _fan_out(self, run: BroadcastRun, *, repeat: bool) -> bool:
+        """Fan out from the checkpoint for one slice; whether the broadcast is complete.
+        `repeat`: this slice may have run before (its messages are marked so)."""
         broadcast = run.broadcast
         broadcast_id = broadcast.broadcast_id
         deadline = asyncio.get_running_loop().time() + self._settings.slice_seconds
@@ -179,7 +184,7 @@ class FanOut:
             async with contextlib.aclosing(batches):
                 async for batch, opted_out in batches:
                     queued, skipped = await self._send(
-                        broadcast, template, batch, opted_out, in_doubt
+                        broadcast, template, batch, opted_out, in_doubt, repeat=repeat
                     )
                     await self._broadcasts.checkpoint(
                         broadcast_id,
@@ -223,10 +228,13 @@ class FanOut:
         batch: list[Recipient],
         opted_out: set[str],
         in_doubt: set[str],
+        *,
+        repeat: bool,
     ) -> tuple[int, int]:
         """Publish one batch, waiting for every confirm; (queued, skipped as opted out)."""
         headers: dict[str, FieldValue] = {
-            HEADER_BCC: [broadcast_progress_key(broadcast.broadcast_id)]
+            HEADER_BCC: [broadcast_progress_key(broadcast.broadcast_id)],
+            **repeat_headers(repeat),
         }
         messages: list[tuple[OutboundSMS, str]] = []
         skipped = 0

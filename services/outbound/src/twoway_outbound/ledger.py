@@ -4,11 +4,13 @@ in doubt.
 The record of a send is the `sent` entry in the message's log (`twoway.message_log`), written
 (in group commits) *before* the message is acked, so no second collection is written per send.
 A delivery that may repeat an earlier one is looked up in the log first and, if it was sent, not
-sent again: one that RabbitMQ flags `redelivered` (the consumer died or lost its channel before
-acking), and a copy its publisher marked `HEADER_REPEAT` (the api re-publishing a message whose
-first publish it cannot vouch for). The same process also remembers the last ids it sent, so a
-duplicate there costs no lookup, and `Sender` handles the copies of one id one after the other,
-so a second copy in the same process finds the first one's record.
+sent again (`Delivery.may_repeat`): one that RabbitMQ flags `redelivered` (the consumer died or
+lost its channel before acking), a retry, and a copy its publisher marked `HEADER_REPEAT`: the
+api re-publishing a message whose first publish it cannot vouch for, or an adapter or the router
+answering an SMS that may have been answered before. Such an answer has the same id as the first
+(`twoway.messages.derive_message_id`), so it is found. The same process also remembers the last
+ids it sent, so a duplicate there costs no lookup, and `Sender` handles the copies of one id one
+after the other, so a second copy in the same process finds the first one's record.
 
 Each attempt is noted in the log right before its request goes out (`start`), and its outcome
 clears the note: a crash between the gateway's answer and the log write leaves the note, and the

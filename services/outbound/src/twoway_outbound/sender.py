@@ -126,8 +126,7 @@ class Sender:
         if due is not None and due > now:  # back early from a wait longer than any delay queue
             await self._park(delivery, (due - now).total_seconds(), due)
             return
-        may_repeat = delivery.redelivered or delivery.repeat
-        past = await self._ledger.find(message.message_id, may_repeat=may_repeat)
+        past = await self._ledger.find(message.message_id, may_repeat=delivery.may_repeat)
         if past.sent is not None:
             sent = past.sent
             log.info("outbound_already_sent", gateway_id=sent.gateway_id)

@@ -20,8 +20,8 @@ from typing import Literal
 import structlog
 
 from twoway import metrics
-from twoway.broker import Publisher
-from twoway.messages import InboundSMS, OptOutChanged, OutboundSMS
+from twoway.broker import Publisher, repeat_headers
+from twoway.messages import InboundSMS, OptOutChanged, OutboundSMS, derive_message_id
 from twoway.optouts import ANY_SHORT_CODE, Exemption, OptOutStore
 from twoway.topology import CONTROL_EXCHANGE, OUTBOUND_EXCHANGE, outbound_key
 from twoway_router.settings import RouterSettings
@@ -70,10 +70,14 @@ class ComplianceKeywords:
         return None
 
 
-async def send_sms(publisher: Publisher, message: OutboundSMS) -> None:
-    """Send an SMS of the router's own (a confirmation, a fallback reply)."""
+async def send_sms(publisher: Publisher, message: OutboundSMS, *, repeat: bool) -> None:
+    """Send an SMS of the router's own (a confirmation, a fallback reply); `repeat`: the SMS it
+    answers may have been answered before (`twoway.broker.may_repeat`)."""
     await publisher.publish(
-        message, exchange=OUTBOUND_EXCHANGE, routing_key=outbound_key(message.gateway_id)
+        message,
+        exchange=OUTBOUND_EXCHANGE,
+        routing_key=outbound_key(message.gateway_id),
+        headers=repeat_headers(repeat),
     )
 
 
@@ -97,15 +101,18 @@ class Compliance:
             OptOutChanged(phone=phone), exchange=CONTROL_EXCHANGE, routing_key="", mandatory=False
         )
 
-    async def handle(self, message: InboundSMS) -> bool:
+    async def handle(self, message: InboundSMS, *, repeat: bool) -> bool:
         """Apply `message` if it is a compliance keyword; True when the router answered it (it
-        goes to no adapter), False when it is routed as usual."""
+        goes to no adapter), False when it is routed as usual. `repeat`: `message` may have
+        been handled before; its answer has the same id each time (and so the same exemption),
+        so outbound sends it once."""
         action = self._keywords.action(message)
         if action is None:
             return False
         phone, short_code = message.sender, message.recipient or ANY_SHORT_CODE
         text = self._replies[action]
-        reply = message.reply(text, adapter=ROUTER_NAME) if text else None
+        reply_id = derive_message_id(message.message_id, ROUTER_NAME, action)
+        reply = message.reply(text, message_id=reply_id, adapter=ROUTER_NAME) if text else None
         exemption = Exemption.of(reply) if reply else None
         if action == "opt_out":
             await self._store.opt_out(phone, short_code, exemption)
@@ -117,7 +124,7 @@ class Compliance:
         elif exemption is not None:
             await self._store.exempt(phone, short_code, exemption)
         if reply is not None:
-            await send_sms(self._publisher, reply)
+            await send_sms(self._publisher, reply, repeat=repeat)
         metrics.COMPLIANCE.labels(action=action).inc()
         log.info("compliance_keyword", action=action, sender=phone, recipient=short_code)
         return True

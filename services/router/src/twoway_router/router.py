@@ -24,11 +24,17 @@ from datetime import timedelta
 import structlog
 
 from twoway import metrics
-from twoway.broker import Publisher
+from twoway.broker import Publisher, repeat_headers
 from twoway.consumed import Delivery
 from twoway.conversations import ConversationStore, route_answer
 from twoway.dedupe import DedupeStore, dedupe_key
-from twoway.messages import AnyMessage, HandlerRegistration, HandlersChanged, InboundSMS
+from twoway.messages import (
+    AnyMessage,
+    HandlerRegistration,
+    HandlersChanged,
+    InboundSMS,
+    derive_message_id,
+)
 from twoway.ordering import KeyedSequencer
 from twoway.registry import HandlerRegistry
 from twoway.routing import FilterError, RoutingTable, validate_registration
@@ -101,7 +107,7 @@ class Router:
         async with self._senders.hold(message.sender):
             if not await self._first_copy(message):
                 return
-            if await self._compliance.handle(message):
+            if await self._compliance.handle(message, repeat=delivery.may_repeat):
                 return
             if self._conversations is not None and await route_answer(
                 self._conversations, self._publisher, message, delivery
@@ -142,7 +148,7 @@ class Router:
             delivery,
             exchange=ADAPTERS_EXCHANGE,
             routing_key=registration.adapter,
-            headers={HEADER_HANDLER: registration.handler},
+            headers={HEADER_HANDLER: registration.handler, **repeat_headers(delivery.may_repeat)},
         )
         metrics.ROUTED.labels(adapter=registration.adapter).inc()
         log.info(
@@ -170,7 +176,12 @@ class Router:
         self, fallback: UnmatchedFallback, message: InboundSMS, delivery: Delivery
     ) -> None:
         if fallback.action == "reply":
-            await send_sms(self._publisher, message.reply(fallback.text, adapter=ROUTER_NAME))
+            reply = message.reply(
+                fallback.text,
+                message_id=derive_message_id(message.message_id, ROUTER_NAME, "unmatched"),
+                adapter=ROUTER_NAME,
+            )
+            await send_sms(self._publisher, reply, repeat=delivery.may_repeat)
             return
         reason = f"no handler matched keyword {message.keyword!r}"
         if fallback.action == "handler":
