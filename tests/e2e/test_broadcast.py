@@ -269,6 +269,9 @@ async def test_a_broadcast_whose_worker_is_killed_reaches_each_number_once_after
         while (done := await broadcast_state(broadcasts, broadcast_id)).status != "completed":
             assert asyncio.get_running_loop().time() < deadline, done
             await asyncio.sleep(0.1)
+        # Every number's message first (outbound may still be sending when the broadcast is
+        # complete), then a while longer for a second copy of any.
+        await delivery.received(len(SUBSCRIBERS), within=30.0)
         messages = await delivery.received(len(SUBSCRIBERS) + 1, within=3.0)
     finally:
         second.terminate()
