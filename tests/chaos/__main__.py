@@ -153,9 +153,9 @@ async def broadcaster_mid_broadcast(run: Run, subscribers: int) -> None:
 
 
 async def api_mid_send(run: Run, count: int) -> None:
-    """Send `count` SMS through the api, 40 a second; kill the api once a fifth are accepted."""
+    """Send `count` SMS through the api, 200 a second; kill the api once a fifth are accepted."""
     sends = ApiSends(run.stack.http, run.stack.url("api"), API_TOKEN, uuid.uuid4().hex[:8])
-    sending = asyncio.create_task(sends.send(count, rate=40))
+    sending = asyncio.create_task(sends.send(count, rate=200))
     await asyncio.wait_for(sends.accepted(count // 5), RECOVERY_WAIT)
     api = run.stack.services["api"]
     in_flight = sends.pending()
@@ -233,7 +233,7 @@ async def chaos(folder: Path, args: argparse.Namespace) -> int:
         records = await deliveries(stack.http, stack.url("gateway-sim"))
         await mongo.close()
     reports = report(run.phases, ended_at, load.mos(), records, targets)
-    never = sum(1 for mo in load.mos() if mo.accepted_at is None)
+    never = sum(item.not_accepted for item in reports)
     print(table(reports, targets))
     for note in run.notes:
         print(f"note: {note}")
@@ -242,7 +242,7 @@ async def chaos(folder: Path, args: argparse.Namespace) -> int:
         f"{len(records)} MT at the gateway; {time.monotonic() - started:.0f} s in all",
         flush=True,
     )
-    return 1 if never or any(item.problems for item in reports) else 0
+    return 1 if any(item.problems for item in reports) else 0
 
 
 @contextlib.contextmanager

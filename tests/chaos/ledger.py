@@ -78,6 +78,8 @@ class PhaseReport:
     phase: Phase
     target: float | None
     accepted: int
+    not_accepted: int
+    """MO still refused when the run ended (a gateway would have given up)."""
     unanswered: int
     duplicated: int
     """Replies to this phase's MO that arrived more than once."""
@@ -93,6 +95,8 @@ class PhaseReport:
     @property
     def problems(self) -> list[str]:
         found = []
+        if self.not_accepted:
+            found.append(f"{self.not_accepted} MO never accepted")
         if self.unanswered:
             found.append(f"{self.unanswered} accepted MO never answered")
         if self.duplicated:
@@ -154,6 +158,7 @@ def report_phase(
         phase=phase,
         target=target,
         accepted=len(accepted),
+        not_accepted=len(mine) - len(accepted),
         unanswered=sum(1 for mo in accepted if counts[mo.reply] == 0),
         duplicated=sum(1 for mo in mine if counts[mo.reply] > 1),
         first_2xx=first_2xx,
@@ -183,6 +188,7 @@ def report(
 _COLUMNS = (
     ("kill", 26),
     ("accepted", 8),
+    ("refused", 7),
     ("unanswered", 10),
     ("dup replies", 11),
     ("first 2xx", 9),
@@ -223,6 +229,7 @@ def table(reports: Sequence[PhaseReport], targets: Targets) -> str:
                 [
                     item.phase.name,
                     str(item.accepted),
+                    str(item.not_accepted),
                     str(item.unanswered),
                     str(item.duplicated),
                     _seconds(item.first_2xx) if item.target is not None else "-",

@@ -42,9 +42,10 @@ async def post_until_accepted(
     json: object = None,
     headers: Mapping[str, str] | None = None,
 ) -> None:
-    """Post again after a connection error or a retried status, as gateways and careful
-    clients do; any other refusal is the harness's own bug."""
+    """Post again after a connection error or a retried status (after its Retry-After), as
+    gateways and careful clients do; any other refusal is the harness's own bug."""
     while True:
+        pause = RETRY_SECONDS
         try:
             async with http.request(
                 method, url, params=params, json=json, headers=headers, timeout=REQUEST_TIMEOUT
@@ -54,9 +55,17 @@ async def post_until_accepted(
                     return
                 if response.status not in RETRIED_STATUSES:
                     raise RuntimeError(f"{url} refused: {response.status} {await response.text()}")
+                pause = retry_after(response.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError):
             pass
-        await asyncio.sleep(RETRY_SECONDS)
+        await asyncio.sleep(pause)
+
+
+def retry_after(header: str | None) -> float:
+    """The pause a refusal asks for in seconds (a gateway honours it), else RETRY_SECONDS."""
+    if header is not None and header.isdigit():
+        return float(header)
+    return RETRY_SECONDS
 
 
 class Requests:
