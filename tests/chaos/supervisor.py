@@ -44,7 +44,7 @@ class Supervised:
             self._process = self._spawn()
             self.started_at = time.time()
             self._started.set()
-            await _exited(self._process)
+            await exited(self._process)
             if self._stopping:
                 return
             await self._released.wait()
@@ -89,20 +89,20 @@ class Supervised:
                 await self._task
 
 
-async def _exited(process: subprocess.Popen[bytes]) -> None:
+async def exited(process: subprocess.Popen[bytes]) -> None:
     """Wait for `process` to exit, and reap it, without a thread per process (a pidfd becomes
     readable when its process exits)."""
     loop = asyncio.get_running_loop()
     pidfd = os.pidfd_open(process.pid)
-    exited: asyncio.Future[None] = loop.create_future()
+    done: asyncio.Future[None] = loop.create_future()
 
     def readable() -> None:
-        if not exited.done():
-            exited.set_result(None)
+        if not done.done():
+            done.set_result(None)
 
     loop.add_reader(pidfd, readable)
     try:
-        await exited
+        await done
     finally:
         loop.remove_reader(pidfd)
         os.close(pidfd)
