@@ -16,6 +16,7 @@ Key = tuple[str, str]
 """(recipient, text) of a message the gateway should receive exactly once."""
 
 Entry = Literal["ingress", "api"]
+EXAMPLES = 3
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,8 @@ class PhaseReport:
     expected: int = 0
     missing: int = 0
     expected_duplicated: int = 0
+    examples: tuple[Key, ...] = ()
+    """A few of the messages lost or sent twice, to look up in the logs."""
 
     @property
     def problems(self) -> list[str]:
@@ -154,6 +157,10 @@ def report_phase(
         replies = [first[mo.reply] for mo in accepted if mo.reply in first]
         first_reply = max(0.0, min(replies) - restarted) if replies else None
     expected = phase.expected
+    wrong = [mo.reply for mo in accepted if counts[mo.reply] == 0]
+    wrong += [mo.reply for mo in mine if counts[mo.reply] > 1]
+    if expected is not None:
+        wrong += sorted(key for key in expected.keys if counts[key] != 1)
     return PhaseReport(
         phase=phase,
         target=target,
@@ -166,6 +173,7 @@ def report_phase(
         expected=len(expected.keys) if expected else 0,
         missing=sum(1 for key in expected.keys if counts[key] == 0) if expected else 0,
         expected_duplicated=sum(1 for key in expected.keys if counts[key] > 1) if expected else 0,
+        examples=tuple(wrong[:EXAMPLES]),
     )
 
 
@@ -242,4 +250,7 @@ def table(reports: Sequence[PhaseReport], targets: Targets) -> str:
         )
     for item in reports:
         lines.extend(f"FAIL {item.phase.name}: {problem}" for problem in item.problems)
+        if item.examples:
+            examples = ", ".join(f"{text!r} to {to}" for to, text in item.examples)
+            lines.append(f"FAIL {item.phase.name}: lost or sent twice, e.g. {examples}")
     return "\n".join(lines)

@@ -49,6 +49,7 @@ def test_an_accepted_mo_never_answered_is_a_loss() -> None:
     )
     assert item.unanswered == 1
     assert item.problems == ["1 accepted MO never answered"]
+    assert item.examples == (("+15550000002", "chaos 2"),)
 
 
 def test_an_mo_never_accepted_fails_but_is_no_loss() -> None:
@@ -133,6 +134,7 @@ def test_expected_messages_missing_or_sent_twice_fail() -> None:
     ]
     [item] = report([phase], 20.0, [mo(1, 10.5, 11.2)], deliveries, TARGETS)
     assert (item.expected, item.missing, item.expected_duplicated) == (3, 1, 1)
+    assert item.examples == (("+15555000000", "news"), ("+15555000002", "news"))
     assert item.problems == ["1 broadcast never sent", "1 broadcast sent more than once"]
 
 
@@ -157,6 +159,8 @@ def test_the_table_shows_the_targets_every_row_and_every_problem() -> None:
     assert lines[4:] == [
         "FAIL broker: 1 accepted MO never answered",
         "FAIL broker: 1 replies sent more than once",
+        "FAIL broker: lost or sent twice, e.g. 'chaos 3' to +15550000003, "
+        "'chaos 2' to +15550000002",
     ]
 
 
