@@ -34,15 +34,13 @@ from pymongo import AsyncMongoClient
 from benchmarks.broadcast import bulk_subscribe, phone
 from tests.chaos.ledger import Expected, Key, Phase, Targets, received, report, table
 from tests.chaos.stack import API_TOKEN, DATABASE, Stack, running_stack
-from tests.chaos.traffic import ApiSends, MOLoad, deliveries
+from tests.chaos.traffic import BROADCAST_NUMBERS, ApiSends, MOLoad, deliveries
 from twoway.messages import EventSource, HandlerRegistration
 from twoway.registry import HandlerRegistry
 from twoway.storage import Document
 from twoway.subscriptions import EventSourceRegistry
 
 EVENT_SOURCE = "chaos.News"
-BROADCAST_NUMBERS = 5_000_000
-"""The broadcast's subscribers are phone(BROADCAST_NUMBERS + n): numbers no MO comes from."""
 RECOVERY_WAIT = 30.0
 """How long the harness waits for a recovery before it moves on (and the table says so)."""
 POLL_SECONDS = 0.5
@@ -73,15 +71,14 @@ class Run:
         """Steady load between two kills, so each kill meets work in flight."""
         await asyncio.sleep(self.settle)
 
-    async def crash(self, name: str, label: str, *, broker: bool = False) -> tuple[float, float]:
-        """SIGKILL `name`, wait for its restart and recovery: (killed, restarted) epoch seconds."""
+    async def crash(self, name: str, label: str, *, broker: bool = False) -> None:
+        """SIGKILL `name` (the service, or the broker), wait for its restart and recovery."""
         target = self.stack.broker if broker else self.stack.services[name]
         killed_at = target.kill()
         restarted_at = await target.restarted()
         await self.recovered(restarted_at)
         self.phases.append(Phase(label, killed_at, restarted_at, broker=broker))
         await self.steady()
-        return killed_at, restarted_at
 
 
 async def router_with_new_handlers(run: Run, mongo: AsyncMongoClient[Document]) -> None:
@@ -192,9 +189,11 @@ async def drain(run: Run, within: float) -> None:
 async def chaos(folder: Path, args: argparse.Namespace) -> int:
     targets = Targets()
     started = time.monotonic()
-    async with running_stack(folder) as stack:
+    async with (
+        running_stack(folder) as stack,
+        AsyncMongoClient[Document](stack.mongo_url, tz_aware=True) as mongo,
+    ):
         print(f"chaos: stack up in {time.monotonic() - started:.0f} s", flush=True)
-        mongo: AsyncMongoClient[Document] = AsyncMongoClient(stack.mongo_url, tz_aware=True)
         db = mongo[DATABASE]
         await EventSourceRegistry(db).replace_adapter_sources(
             "chaos", [EventSource(name=EVENT_SOURCE, adapter="chaos")]
@@ -231,7 +230,6 @@ async def chaos(folder: Path, args: argparse.Namespace) -> int:
         await load.settle(RECOVERY_WAIT)
         await drain(run, args.drain)
         records = await deliveries(stack.http, stack.url("gateway-sim"))
-        await mongo.close()
     reports = report(run.phases, ended_at, load.mos(), records, targets)
     never = sum(item.not_accepted for item in reports)
     print(table(reports, targets))

@@ -39,7 +39,7 @@ PROGRAMS = {
 registered its handlers."""
 REPLICAS = {"router-2": "twoway-router", "outbound-2": "twoway-outbound"}
 """Second replicas, started for part of the run."""
-SETTINGS = {
+ENVIRONMENT = {
     # A dead worker's broadcast is resumed once its lease expires: soon, within the run; small
     # batches make the fan-out last long enough to be killed in the middle of it.
     "broadcaster": {"TWOWAY_LEASE_SECONDS": "3", "TWOWAY_BATCH_SIZE": "50"},
@@ -61,7 +61,7 @@ class Stack:
 
     async def start(self, name: str) -> None:
         """Start the service `name` under a supervisor; return once it is ready."""
-        env = {**self.env, **SETTINGS.get(name, {}), "TWOWAY_PORT": str(self.ports[name])}
+        env = {**self.env, **ENVIRONMENT.get(name, {}), "TWOWAY_PORT": str(self.ports[name])}
         argv = [str(Path(sys.executable).parent / {**PROGRAMS, **REPLICAS}[name])]
         log_path = self.folder / f"{name}.log"
         service = Supervised(
@@ -74,8 +74,9 @@ class Stack:
         service.start()
         await self.ready(name)
 
-    async def ready(self, name: str, within: float = 60.0) -> None:
-        await asyncio.wait_for(wait_ready(self.http, {name: self.ports[name]}), within)
+    async def ready(self, name: str) -> None:
+        """Until its /readyz answers 200 (a minute at most)."""
+        await wait_ready(self.http, {name: self.ports[name]})
 
     async def stop(self, name: str) -> None:
         await self.services.pop(name).stop()

@@ -17,6 +17,10 @@ from benchmarks.broadcast import phone
 from tests.chaos.ledger import MO, Delivery, Key
 from tests.support.stack import SHORT_CODE
 
+BROADCAST_NUMBERS = 5_000_000
+"""MO come from phone(n) below it; the broadcast's subscribers are phone(BROADCAST_NUMBERS + n)."""
+API_NUMBERS = 6_000_000
+"""The api's sends go to phone(API_NUMBERS + n)."""
 RETRY_SECONDS = 0.5
 """A gateway's (or client's) pause before it posts again what was not accepted."""
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=10)
@@ -132,7 +136,7 @@ class MOLoad(Requests):
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
-        for number in range(10_000_000):
+        for number in range(BROADCAST_NUMBERS):
             sender, reply = phone(number), f"chaos {number}"
             query = {"from": sender, "to": SHORT_CODE, "text": f"{self.keyword} {reply}"}
             attempted = Attempted((sender, reply), time.time())
@@ -155,10 +159,6 @@ class MOLoad(Requests):
     def answered_since(self, since: float, counts: Mapping[Key, int]) -> bool:
         """Whether some MO first posted at or after `since` has been answered."""
         return any(counts.get(item.key, 0) for item in self.attempted if item.first_posted >= since)
-
-
-API_NUMBERS = 6_000_000
-"""The api's sends go to phone(API_NUMBERS + n): numbers no MO comes from."""
 
 
 class ApiSends(Requests):
