@@ -47,7 +47,7 @@ bench: setup
 	$(UV) run --frozen python -m benchmarks
 
 chaos: setup
-	$(UV) run --frozen python -m tests.chaos
+	$(UV) run --frozen python -m tests.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf .run .venv .pytest_cache .mypy_cache .ruff_cache

@@ -208,9 +208,10 @@ async def chaos(folder: Path, args: argparse.Namespace) -> int:
         await run.recovered(run.phases[0].started_at)
         await run.steady()
 
-        for name in ("ingress", "router", "echo", "outbound"):
-            print(f"chaos: killing {name}", flush=True)
-            await run.crash(name, name)
+        for number in range(1, args.rounds + 1):
+            for name in ("ingress", "router", "echo", "outbound"):
+                print(f"chaos: killing {name}", flush=True)
+                await run.crash(name, name if args.rounds == 1 else f"{name} #{number}")
         print("chaos: killing the router, changing handlers while it is down", flush=True)
         await router_with_new_handlers(run, mongo)
         print("chaos: a second router and outbound; killing the first of each", flush=True)
@@ -255,7 +256,10 @@ def run_folder(logs: Path | None) -> Iterator[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__)
-    parser.add_argument("--rate", type=float, default=50.0, help="MO per second")
+    parser.add_argument("--rate", type=float, default=80.0, help="MO per second")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="kills of ingress, router, echo and outbound each"
+    )
     parser.add_argument("--settle", type=float, default=3.0, help="seconds of load between kills")
     parser.add_argument("--subscribers", type=int, default=3000, help="the broadcast's size")
     parser.add_argument("--api-sends", type=int, default=200)
