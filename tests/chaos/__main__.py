@@ -24,8 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,14 +53,13 @@ class Run:
     phases: list[Phase] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    async def counts(self) -> Counter[Key]:
-        counts, _ = received(await deliveries(self.stack.http, self.stack.url("gateway-sim")))
-        return counts
+    async def arrived(self) -> Mapping[Key, list[float]]:
+        return received(await deliveries(self.stack.http, self.stack.url("gateway-sim")))
 
     async def recovered(self, since: float) -> None:
         """The sentinel: a reply to an MO posted at or after `since` reached the gateway."""
         deadline = time.monotonic() + RECOVERY_WAIT
-        while not self.load.answered_since(since, await self.counts()):
+        while not self.load.answered_since(since, await self.arrived()):
             if time.monotonic() > deadline:
                 self.notes.append(f"no reply within {RECOVERY_WAIT:g} s of {since:.1f}")
                 return
@@ -179,8 +177,8 @@ async def drain(run: Run, within: float) -> None:
             wanted |= phase.expected.keys
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        counts = await run.counts()
-        if all(counts[key] for key in wanted):
+        arrived = await run.arrived()
+        if all(key in arrived for key in wanted):
             return
         await asyncio.sleep(POLL_SECONDS)
     run.notes.append(f"drain: not everything arrived within {within:g} s")

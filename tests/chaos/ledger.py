@@ -7,8 +7,8 @@ reply has a pair of its own, and so has every api send and every subscriber's br
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -83,7 +83,7 @@ class PhaseReport:
     """MO still refused when the run ended (a gateway would have given up)."""
     unanswered: int
     duplicated: int
-    """Replies to this phase's MO that arrived more than once."""
+    """Replies whose second copy arrived after this kill and before the next."""
     first_2xx: float | None
     """Seconds from the restart to the first 2xx answered after it."""
     first_reply: float | None
@@ -121,26 +121,27 @@ class PhaseReport:
         return found
 
 
-def received(deliveries: Iterable[Delivery]) -> tuple[Counter[Key], dict[Key, float]]:
-    """How often each (recipient, text) arrived, and when it first did."""
-    counts: Counter[Key] = Counter()
-    first: dict[Key, float] = {}
+def received(deliveries: Iterable[Delivery]) -> dict[Key, list[float]]:
+    """When each (recipient, text) arrived, in order."""
+    arrivals: dict[Key, list[float]] = {}
     for delivery in deliveries:
-        key = (delivery.to, delivery.text)
-        counts[key] += 1
-        first[key] = min(first.get(key, delivery.at), delivery.at)
-    return counts, first
+        arrivals.setdefault((delivery.to, delivery.text), []).append(delivery.at)
+    for times in arrivals.values():
+        times.sort()
+    return arrivals
 
 
 def report_phase(
     phase: Phase,
     ended_at: float,
+    copies_until: float,
     mos: Sequence[MO],
-    counts: Counter[Key],
-    first: dict[Key, float],
+    arrivals: Mapping[Key, list[float]],
     targets: Targets,
 ) -> PhaseReport:
-    """Count the MO first posted from `phase.started_at` up to `ended_at` (the next kill)."""
+    """Count the MO first posted from `phase.started_at` up to `ended_at` (the next kill), and
+    the replies whose second copy arrived from then up to `copies_until`: the kill before a
+    copy caused it."""
     mine = [mo for mo in mos if phase.started_at <= mo.first_posted < ended_at]
     accepted = [mo for mo in mine if mo.accepted_at is not None]
     target: float | None = None
@@ -154,26 +155,33 @@ def report_phase(
             answers = (mo.accepted_at for mo in accepted if mo.accepted_at is not None)
         after = [answer for answer in answers if answer >= restarted]
         first_2xx = min(after) - restarted if after else None
-        replies = [first[mo.reply] for mo in accepted if mo.reply in first]
+        replies = [arrivals[mo.reply][0] for mo in accepted if mo.reply in arrivals]
         first_reply = max(0.0, min(replies) - restarted) if replies else None
+    unanswered = [mo.reply for mo in accepted if mo.reply not in arrivals]
+    duplicated = [
+        mo.reply
+        for mo in mos
+        if len(times := arrivals.get(mo.reply, [])) > 1
+        and phase.started_at <= times[1] < copies_until
+    ]
     expected = phase.expected
-    wrong = [mo.reply for mo in accepted if counts[mo.reply] == 0]
-    wrong += [mo.reply for mo in mine if counts[mo.reply] > 1]
-    if expected is not None:
-        wrong += sorted(key for key in expected.keys if counts[key] != 1)
+    missing = [key for key in sorted(expected.keys) if key not in arrivals] if expected else []
+    twice = (
+        [key for key in sorted(expected.keys) if len(arrivals.get(key, [])) > 1] if expected else []
+    )
     return PhaseReport(
         phase=phase,
         target=target,
         accepted=len(accepted),
         not_accepted=len(mine) - len(accepted),
-        unanswered=sum(1 for mo in accepted if counts[mo.reply] == 0),
-        duplicated=sum(1 for mo in mine if counts[mo.reply] > 1),
+        unanswered=len(unanswered),
+        duplicated=len(duplicated),
         first_2xx=first_2xx,
         first_reply=first_reply,
         expected=len(expected.keys) if expected else 0,
-        missing=sum(1 for key in expected.keys if counts[key] == 0) if expected else 0,
-        expected_duplicated=sum(1 for key in expected.keys if counts[key] > 1) if expected else 0,
-        examples=tuple(wrong[:EXAMPLES]),
+        missing=len(missing),
+        expected_duplicated=len(twice),
+        examples=tuple((unanswered + duplicated + missing + twice)[:EXAMPLES]),
     )
 
 
@@ -184,12 +192,15 @@ def report(
     deliveries: Iterable[Delivery],
     targets: Targets,
 ) -> list[PhaseReport]:
-    """One report per phase; phases in the order they happened, each ending at the next."""
-    counts, first = received(deliveries)
-    ends = [phase.started_at for phase in phases[1:]] + [ended_at]
+    """One report per phase; phases in the order they happened, each ending at the next (the
+    last one at `ended_at` for the MO it counts, never for the copies that arrive later)."""
+    arrivals = received(deliveries)
+    ends = [phase.started_at for phase in phases[1:]]
     return [
-        report_phase(phase, end, mos, counts, first, targets)
-        for phase, end in zip(phases, ends, strict=True)
+        report_phase(phase, end, copies_until, mos, arrivals, targets)
+        for phase, end, copies_until in zip(
+            phases, [*ends, ended_at], [*ends, math.inf], strict=True
+        )
     ]
 
 

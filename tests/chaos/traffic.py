@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Container, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -156,9 +156,9 @@ class MOLoad(Requests):
     def mos(self) -> list[MO]:
         return [MO(item.key, item.first_posted, item.accepted_at) for item in self.attempted]
 
-    def answered_since(self, since: float, counts: Mapping[Key, int]) -> bool:
+    def answered_since(self, since: float, arrived: Container[Key]) -> bool:
         """Whether some MO first posted at or after `since` has been answered."""
-        return any(counts.get(item.key, 0) for item in self.attempted if item.first_posted >= since)
+        return any(item.key in arrived for item in self.attempted if item.first_posted >= since)
 
 
 class ApiSends(Requests):
