@@ -181,7 +181,11 @@ async def drain(run: Run, within: float) -> None:
         if all(key in arrived for key in wanted):
             return
         await asyncio.sleep(POLL_SECONDS)
-    run.notes.append(f"drain: not everything arrived within {within:g} s")
+    queues = await asyncio.to_thread(run.stack.rabbit.busy_queues)
+    run.notes.append(
+        f"drain: not everything arrived within {within:g} s; queues holding messages "
+        f"(name, ready, unacknowledged, consumers): {'; '.join(queues) or 'none'}"
+    )
 
 
 async def chaos(folder: Path, args: argparse.Namespace) -> int:
@@ -261,7 +265,7 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=3.0, help="seconds of load between kills")
     parser.add_argument("--subscribers", type=int, default=3000, help="the broadcast's size")
     parser.add_argument("--api-sends", type=int, default=200)
-    parser.add_argument("--drain", type=float, default=30.0, help="seconds to wait for the rest")
+    parser.add_argument("--drain", type=float, default=60.0, help="seconds to wait for the rest")
     parser.add_argument("--logs", type=Path, help="keep every process's log here")
     args = parser.parse_args()
     with run_folder(args.logs) as folder:

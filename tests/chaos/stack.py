@@ -19,7 +19,7 @@ from tests.chaos.supervisor import Supervised
 from tests.support.references import REFERENCE_SECRET
 from tests.support.stack import gateways_file
 from twoway_devstack.processes import free_ports, start_process, stop_process
-from twoway_devstack.rabbitmq import rabbitmq_node
+from twoway_devstack.rabbitmq import RabbitNode, rabbitmq_node
 from twoway_devstack.secantus import run_secantus
 
 API_TOKEN = "chaos-api-token"
@@ -54,6 +54,7 @@ class Stack:
     ports: dict[str, int]
     http: aiohttp.ClientSession
     mongo_url: str
+    rabbit: RabbitNode
     services: dict[str, Supervised] = field(default_factory=dict)
 
     def url(self, name: str) -> str:
@@ -115,7 +116,7 @@ async def running_stack(folder: Path) -> AsyncIterator[Stack]:
                 "TWOWAY_API_TOKEN": API_TOKEN,
             }
             http = await cleanup.enter_async_context(aiohttp.ClientSession())
-            stack = Stack(folder, broker, env, ports, http, mongo_url)
+            stack = Stack(folder, broker, env, ports, http, mongo_url, rabbit)
             cleanup.push_async_callback(_stop_services, stack)
             *others, router = PROGRAMS
             await asyncio.gather(*(stack.start(name) for name in others))

@@ -76,7 +76,8 @@ def _node_env(folder: Path, node: str, port: int, dist_port: int, epmd_port: int
     }
 
 
-def _rabbitmqctl(env: Mapping[str, str], node: str, *args: str, timeout: float) -> None:
+def _rabbitmqctl(env: Mapping[str, str], node: str, *args: str, timeout: float) -> str:
+    """rabbitmqctl's output."""
     result = subprocess.run(
         [str(RABBITMQCTL), "-n", node, *args],
         env=dict(env),
@@ -90,6 +91,7 @@ def _rabbitmqctl(env: Mapping[str, str], node: str, *args: str, timeout: float) 
             f"rabbitmqctl {' '.join(args)} failed ({result.returncode}): "
             f"{(result.stderr or result.stdout).strip()}"
         )
+    return result.stdout
 
 
 @contextlib.contextmanager
@@ -152,6 +154,22 @@ class RabbitNode:
             raise RuntimeError(
                 f"{error}\nend of {self.log_path}:\n{log_tail(self.log_path)}"
             ) from None
+
+    def busy_queues(self) -> list[str]:
+        """`name ready unacknowledged consumers` of every queue holding messages."""
+        output = _rabbitmqctl(
+            self.env,
+            self.node,
+            *("-q", "list_queues", "name", "messages_ready", "messages_unacknowledged"),
+            "consumers",
+            timeout=STOP_TIMEOUT,
+        )
+        rows = [line.split() for line in output.splitlines()]
+        return [
+            " ".join(row)
+            for row in rows  # with or without a header line, by version
+            if len(row) == 4 and row[1].isdigit() and row[1:3] != ["0", "0"]
+        ]
 
     def stop(self, process: subprocess.Popen[bytes]) -> None:
         """rabbitmqctl stop, else SIGTERM, else SIGKILL."""
