@@ -8,13 +8,14 @@ endif
 export TWOWAY_LOG_FORMAT ?= console
 export UV_PYTHON_DOWNLOADS ?= never
 
-.PHONY: help setup run test lint bench clean
+.PHONY: help setup run test lint bench chaos clean
 
 help:
 	@echo "make run    - start RabbitMQ, MongoDB(-compatible) and every service (Ctrl-C stops all)"
 	@echo "make test   - run the whole test suite (unit, integration, end-to-end)"
 	@echo "make lint   - ruff and mypy"
 	@echo "make bench  - benchmarks that print figures"
+	@echo "make chaos  - kill every service and the broker under load; fails on loss or duplicates"
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -44,6 +45,9 @@ lint: setup
 
 bench: setup
 	$(UV) run --frozen python -m benchmarks
+
+chaos: setup
+	$(UV) run --frozen python -m tests.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf .run .venv .pytest_cache .mypy_cache .ruff_cache

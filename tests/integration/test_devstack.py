@@ -1,11 +1,14 @@
-"""twoway_devstack: the order in which servers are found, and one real throwaway start."""
+"""twoway_devstack: the order in which servers are found, one real throwaway start, and a
+RabbitMQ node killed and started again."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import signal
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +21,8 @@ import pytest
 
 from twoway_devstack import ServerUrls, provide_servers
 from twoway_devstack import servers as servers_module
+from twoway_devstack.processes import free_ports
+from twoway_devstack.rabbitmq import RabbitNode, rabbitmq_node
 
 AMQP_VARIABLE = "TWOWAY_AMQP_URL"
 MONGO_VARIABLE = "TWOWAY_MONGO_URL"
@@ -137,3 +142,43 @@ def test_throwaway_servers_answer_and_are_stopped_afterwards(tmp_path: Path) -> 
     ]
     assert [url for url in started_here if _accepts_connections(url)] == []
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.rabbit
+def test_a_node_killed_starts_again_with_its_queues_and_reports_them(tmp_path: Path) -> None:
+    """What `make chaos` does to the broker: SIGKILL, then the same node started again."""
+    amqp_port, dist_port = free_ports(2)
+    node = f"devstack-test-{amqp_port}@localhost"
+    with rabbitmq_node(tmp_path, node=node, port=amqp_port, dist_port=dist_port) as rabbit:
+        process = rabbit.start()
+        try:
+            rabbit.await_ready(process)
+            asyncio.run(_publish_to_durable_queue(rabbit.url))
+            _until_busy(rabbit, ["kept 1 0 0"])
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            process = rabbit.start()
+            rabbit.await_ready(process)
+            _until_busy(rabbit, ["kept 1 0 0"])
+        finally:
+            rabbit.stop(process)
+    assert process.returncode is not None
+
+
+def _until_busy(rabbit: RabbitNode, expected: list[str], within: float = 20.0) -> None:
+    """Quorum queues report their counts every few seconds, not at once."""
+    deadline = time.monotonic() + within
+    while (busy := rabbit.busy_queues()) != expected:
+        assert time.monotonic() < deadline, busy
+        time.sleep(0.5)
+
+
+async def _publish_to_durable_queue(url: str) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        queue = await channel.declare_queue(
+            "kept", durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        message = aio_pika.Message(b"kept", delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+        await channel.default_exchange.publish(message, routing_key=queue.name)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from twoway_devstack.processes import (
@@ -75,7 +76,8 @@ def _node_env(folder: Path, node: str, port: int, dist_port: int, epmd_port: int
     }
 
 
-def _rabbitmqctl(env: Mapping[str, str], node: str, *args: str, timeout: float) -> None:
+def _rabbitmqctl(env: Mapping[str, str], node: str, *args: str, timeout: float) -> str:
+    """rabbitmqctl's output."""
     result = subprocess.run(
         [str(RABBITMQCTL), "-n", node, *args],
         env=dict(env),
@@ -89,6 +91,7 @@ def _rabbitmqctl(env: Mapping[str, str], node: str, *args: str, timeout: float) 
             f"rabbitmqctl {' '.join(args)} failed ({result.returncode}): "
             f"{(result.stderr or result.stdout).strip()}"
         )
+    return result.stdout
 
 
 @contextlib.contextmanager
@@ -117,12 +120,75 @@ def _run_epmd(folder: Path) -> Iterator[int]:
         stop_process(process, what="epmd")
 
 
-@contextlib.contextmanager
-def run_rabbitmq(folder: Path, *, node: str, port: int, dist_port: int) -> Iterator[str]:
-    """Run a private RabbitMQ node with its data under folder; yield its AMQP URL.
+@dataclass(frozen=True)
+class RabbitNode:
+    """A private node, ready to be started: again after it died, with the same data and ports."""
 
-    The node is stopped (rabbitmqctl stop, else SIGTERM, else SIGKILL) when the block exits.
-    """
+    node: str
+    port: int
+    folder: Path
+    env: Mapping[str, str]
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@{LOCALHOST}:{self.port}/"
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "rabbitmq-server.log"
+
+    def start(self) -> subprocess.Popen[bytes]:
+        """Start the node in a session of its own (kill the session to kill the node)."""
+        return start_process(
+            [str(RABBITMQ_SERVER)], env=self.env, log_path=self.log_path, cwd=self.folder
+        )
+
+    def await_ready(self, process: subprocess.Popen[bytes]) -> None:
+        """Block until the node started by `process` accepts AMQP clients."""
+        wait_for_port(
+            process, self.port, what="RabbitMQ", log_path=self.log_path, timeout=READY_TIMEOUT
+        )
+        try:
+            _rabbitmqctl(self.env, self.node, "await_startup", timeout=READY_TIMEOUT)
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            raise RuntimeError(
+                f"{error}\nend of {self.log_path}:\n{log_tail(self.log_path)}"
+            ) from None
+
+    def busy_queues(self) -> list[str]:
+        """`name ready unacknowledged consumers` of every queue holding messages."""
+        output = _rabbitmqctl(
+            self.env,
+            self.node,
+            *("-q", "list_queues", "name", "messages_ready", "messages_unacknowledged"),
+            "consumers",
+            timeout=STOP_TIMEOUT,
+        )
+        rows = [line.split() for line in output.splitlines()]
+        return [
+            " ".join(row)
+            for row in rows  # with or without a header line, by version
+            if len(row) == 4 and row[1].isdigit() and row[1:3] != ["0", "0"]
+        ]
+
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
+        """rabbitmqctl stop, else SIGTERM, else SIGKILL."""
+        if process.poll() is not None:
+            return
+        started = time.monotonic()
+        try:
+            _rabbitmqctl(self.env, self.node, "stop", timeout=STOP_TIMEOUT)
+            process.wait(STOP_TIMEOUT)
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            say(f"rabbitmqctl stop did not stop {self.node} ({error}); terminating it")
+        stop_process(process, what="RabbitMQ")
+        say(f"RabbitMQ stopped in {time.monotonic() - started:.1f} s")
+
+
+@contextlib.contextmanager
+def rabbitmq_node(folder: Path, *, node: str, port: int, dist_port: int) -> Iterator[RabbitNode]:
+    """A private RabbitMQ node with its data under folder, not yet started, and the private
+    epmd it registers with (stopped when the block exits)."""
     ensure_rabbitmq_installed()
     ensure_port_free(port, "RabbitMQ (AMQP)")
     ensure_port_free(dist_port, "RabbitMQ (Erlang distribution)")
@@ -130,34 +196,25 @@ def run_rabbitmq(folder: Path, *, node: str, port: int, dist_port: int) -> Itera
     (folder / "enabled_plugins").write_text("[].\n")
     (folder / "rabbitmq.conf").write_text(_CONFIG)
     (folder / "rabbitmq-env.conf").write_text(_CONFIG)
-    say(f"starting RabbitMQ node {node} (data and logs in {folder}) ...")
-    started = time.monotonic()
     with _run_epmd(folder) as epmd_port:
         env = _node_env(folder, node, port, dist_port, epmd_port)
-        log_path = folder / "rabbitmq-server.log"
-        process = start_process([str(RABBITMQ_SERVER)], env=env, log_path=log_path, cwd=folder)
+        say(f"inspect it: ERL_EPMD_PORT={epmd_port} {RABBITMQCTL} -n {node} list_queues")
+        yield RabbitNode(node=node, port=port, folder=folder, env=env)
+
+
+@contextlib.contextmanager
+def run_rabbitmq(folder: Path, *, node: str, port: int, dist_port: int) -> Iterator[str]:
+    """Run a private RabbitMQ node with its data under folder; yield its AMQP URL.
+
+    The node is stopped (rabbitmqctl stop, else SIGTERM, else SIGKILL) when the block exits.
+    """
+    with rabbitmq_node(folder, node=node, port=port, dist_port=dist_port) as rabbit:
+        say(f"starting RabbitMQ node {node} (data and logs in {folder}) ...")
+        started = time.monotonic()
+        process = rabbit.start()
         try:
-            wait_for_port(process, port, what="RabbitMQ", log_path=log_path, timeout=READY_TIMEOUT)
-            try:
-                _rabbitmqctl(env, node, "await_startup", timeout=READY_TIMEOUT)
-            except (RuntimeError, subprocess.TimeoutExpired) as error:
-                raise RuntimeError(f"{error}\nend of {log_path}:\n{log_tail(log_path)}") from None
-            url = f"amqp://guest:guest@{LOCALHOST}:{port}/"
-            say(f"RabbitMQ ready at {url} in {time.monotonic() - started:.1f} s")
-            say(f"inspect it: ERL_EPMD_PORT={epmd_port} {RABBITMQCTL} -n {node} list_queues")
-            yield url
+            rabbit.await_ready(process)
+            say(f"RabbitMQ ready at {rabbit.url} in {time.monotonic() - started:.1f} s")
+            yield rabbit.url
         finally:
-            _stop_rabbitmq(process, env, node)
-
-
-def _stop_rabbitmq(process: subprocess.Popen[bytes], env: Mapping[str, str], node: str) -> None:
-    if process.poll() is not None:
-        return
-    started = time.monotonic()
-    try:
-        _rabbitmqctl(env, node, "stop", timeout=STOP_TIMEOUT)
-        process.wait(STOP_TIMEOUT)
-    except (RuntimeError, subprocess.TimeoutExpired) as error:
-        say(f"rabbitmqctl stop did not stop {node} ({error}); terminating it")
-    stop_process(process, what="RabbitMQ")
-    say(f"RabbitMQ stopped in {time.monotonic() - started:.1f} s")
+            rabbit.stop(process)

@@ -1,0 +1,1 @@
+"""`make chaos`: the crash test of the whole system (see __main__.py)."""
