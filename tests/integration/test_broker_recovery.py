@@ -161,3 +161,23 @@ async def test_without_a_broker_the_first_connection_gives_up_after_its_patience
                 patience=0.5,
             )
         assert asyncio.get_running_loop().time() - started < 2.0
+
+
+async def test_a_consumer_shuts_down_at_once_while_the_broker_is_away(
+    make_settings: Callable[..., Any], servers: ServerUrls, amqp: AbstractRobustConnection
+) -> None:
+    """Cancelling its consumer would wait for the broker's return: a SIGTERM during an outage
+    must not hang (the broker dropped the consumer with the connection anyway)."""
+    async with database_proxy(servers.amqp_url) as proxy:
+        settings = make_settings(
+            RouterSettings, amqp_url=broker_url_through(proxy, servers.amqp_url)
+        )
+        router_app = create_router(settings)
+        async with AsyncExitStack() as running:
+            await running.enter_async_context(serving(router_app))
+            proxy.cut()
+            await until(lambda: router_app[PUBLISHER].channel.is_closed)
+            started = asyncio.get_running_loop().time()
+            async with asyncio.timeout(settings.shutdown_grace):
+                await running.aclose()
+        assert asyncio.get_running_loop().time() - started < 2.0
