@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aio_pika.abc import AbstractRobustConnection
+from prometheus_client import REGISTRY
 
 from tests.integration.test_api import broker_url_through
 from tests.support.broker import drain
@@ -73,6 +74,11 @@ async def post_mo(http: aiohttp.ClientSession, url: str) -> Answer:
     return Answer(response.status, body, retry_after, took)
 
 
+def reconnects(service: str) -> float:
+    """`twoway_broker_reconnects_total` of `service`, so far in this process."""
+    return REGISTRY.get_sample_value("twoway_broker_reconnects_total", {"service": service}) or 0
+
+
 async def readiness(http: aiohttp.ClientSession, url: str) -> int:
     async with http.get(f"{url}/readyz") as response:
         return response.status
@@ -102,6 +108,7 @@ async def test_ingress_refuses_at_once_while_the_broker_is_away_and_all_recover_
         router = await running.enter_async_context(serving(router_app))
         http = await running.enter_async_context(aiohttp.ClientSession())
 
+        reconnects_before = {service: reconnects(service) for service in ("ingress", "router")}
         proxy.cut()
         await until(
             lambda: all(app[PUBLISHER].channel.is_closed for app in (ingress_app, router_app))
@@ -128,6 +135,9 @@ async def test_ingress_refuses_at_once_while_the_broker_is_away_and_all_recover_
         assert parked.message_id == message_id  # the router consumed and published it
         assert recovered < RECOVERY_SECONDS
         assert [await readiness(http, url) for url in (ingress, router)] == [200, 200]
+        assert {
+            service: reconnects(service) - before for service, before in reconnects_before.items()
+        } == {"ingress": 1, "router": 1}
 
 
 async def test_the_first_connection_is_retried_until_the_broker_answers(
