@@ -10,7 +10,7 @@ import signal
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ ANN, BOB, CAT, DAN, EVE = (f"+1555000{n:04d}" for n in range(5))
 class System:
     stack: Stack
     api: str
+    broadcaster: str
 
     async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -72,7 +73,7 @@ class System:
             await asyncio.sleep(0.1)
 
 
-async def _clean_queues(amqp: AbstractRobustConnection) -> None:
+async def clean_queues(amqp: AbstractRobustConnection) -> None:
     retry_delays = AdapterSettings().handler_retry_delays
     await delete_queues(
         amqp,
@@ -88,26 +89,35 @@ async def _clean_queues(amqp: AbstractRobustConnection) -> None:
     )
 
 
-@pytest.fixture
-async def system(
-    make_settings: Callable[..., Any], amqp: AbstractRobustConnection, tmp_path: Path
+@asynccontextmanager
+async def running_system(
+    make_settings: Callable[..., Any], directory: Path
 ) -> AsyncIterator[System]:
-    await _clean_queues(amqp)
+    """The stack with the subscriptions adapter, the api and the broadcaster."""
 
     def adapters(_gateway: str) -> list[tuple[Adapter, AdapterSettings]]:
         settings = make_settings(SubscriptionsAdapterSettings)
         return [(build_adapter(settings), settings)]
 
     async with AsyncExitStack() as running:
-        stack = await running.enter_async_context(running_stack(make_settings, tmp_path, adapters))
-        gateways = gateways_file(tmp_path, stack.gateway)
+        stack = await running.enter_async_context(running_stack(make_settings, directory, adapters))
+        gateways = gateways_file(directory, stack.gateway)
         api = await running.enter_async_context(
             serving(create_api(make_settings(ApiSettings, api_token=TOKEN)))
         )
-        await running.enter_async_context(
+        broadcaster = await running.enter_async_context(
             serving(create_broadcaster(make_settings(BroadcasterSettings, gateways_file=gateways)))
         )
-        yield System(stack, api)
+        yield System(stack, api, broadcaster)
+
+
+@pytest.fixture
+async def system(
+    make_settings: Callable[..., Any], amqp: AbstractRobustConnection, tmp_path: Path
+) -> AsyncIterator[System]:
+    await clean_queues(amqp)
+    async with running_system(make_settings, tmp_path) as system:
+        yield system
 
 
 def texts_to(messages: list[dict[str, Any]], phone: str) -> list[str]:
@@ -181,7 +191,7 @@ async def delivery(
     make_settings: Callable[..., Any], amqp: AbstractRobustConnection, tmp_path: Path
 ) -> AsyncIterator[Stack]:
     """Outbound and the gateway simulator (with the rest of the stack, idle)."""
-    await _clean_queues(amqp)
+    await clean_queues(amqp)
     async with running_stack(make_settings, tmp_path, lambda _gateway: []) as stack:
         yield stack
 

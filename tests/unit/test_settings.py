@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from tests.support.references import REFERENCE_SECRET
+from twoway.broker import ReconnectDelay
 from twoway.settings import TwowaySettings, WorkerSettings
 from twoway_gateway_sim.settings import GatewaySimSettings
 from twoway_ingress.settings import IngressSettings
@@ -37,6 +38,11 @@ def test_defaults() -> None:
     assert settings.prefetch == 64
     assert settings.prefetch > 1
     assert settings.publish_timeout == 5.0
+    assert (settings.reconnect_interval, settings.reconnect_jitter) == (1.0, 0.5)
+    # What a service waits between attempts at the broker is what `connect` waits by default.
+    assert (
+        ReconnectDelay(settings.reconnect_interval, settings.reconnect_jitter) == ReconnectDelay()
+    )
     assert settings.default_region == "US"
     assert settings.host == "127.0.0.1"
 
@@ -94,6 +100,8 @@ ENV_CASES = (
     ("prefetch-int", "TWOWAY_PREFETCH", "256", "prefetch", 256),
     ("publish-timeout-float", "TWOWAY_PUBLISH_TIMEOUT", "0.5", "publish_timeout", 0.5),
     ("region", "TWOWAY_DEFAULT_REGION", "GB", "default_region", "GB"),
+    ("reconnect-interval", "TWOWAY_RECONNECT_INTERVAL", "0.25", "reconnect_interval", 0.25),
+    ("reconnect-jitter", "TWOWAY_RECONNECT_JITTER", "0", "reconnect_jitter", 0.0),
     ("lower-case-name", "twoway_host", "0.0.0.0", "host", "0.0.0.0"),
 )
 
@@ -145,6 +153,14 @@ INVALID_CASES = (
     ("prefetch-negative", "TWOWAY_PREFETCH", "-5", "prefetch", TwowaySettings),
     ("prefetch-not-a-number", "TWOWAY_PREFETCH", "many", "prefetch", TwowaySettings),
     ("publish-timeout-zero", "TWOWAY_PUBLISH_TIMEOUT", "0", "publish_timeout", TwowaySettings),
+    (
+        "reconnect-interval-zero",
+        "TWOWAY_RECONNECT_INTERVAL",
+        "0",
+        "reconnect_interval",
+        TwowaySettings,
+    ),
+    ("reconnect-jitter-whole", "TWOWAY_RECONNECT_JITTER", "1", "reconnect_jitter", TwowaySettings),
     ("log-format-unknown", "TWOWAY_LOG_FORMAT", "xml", "log_format", TwowaySettings),
     ("log-level-lower-case", "TWOWAY_LOG_LEVEL", "debug", "log_level", TwowaySettings),
     ("region-three-letters", "TWOWAY_DEFAULT_REGION", "USA", "default_region", TwowaySettings),

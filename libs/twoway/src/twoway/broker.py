@@ -1,8 +1,10 @@
 """Publishing and consuming over aio-pika, with the project's messaging defaults.
 
-- `connect` opens a robust connection (it reconnects and restores channels and consumers).
+- `connect` opens a robust connection: it reconnects after `ReconnectDelay` (short, jittered)
+  and restores its channels, the queues and exchanges they declared, and their consumers.
 - `Publisher` publishes with publisher confirms, `mandatory` and persistent delivery: `publish`
-  returns only once the broker has the message, and raises `PublishFailed` otherwise. It caps
+  returns only once the broker has the message, and raises `PublishFailed` otherwise (at once
+  while the broker is away: its caller answers 503, or nacks, without waiting). It caps
   every header's text at `MAX_HEADER_CHARS` (`capped_header`), whoever built the header.
 - `Consumer` consumes with manual acks and a prefetch from settings: it acks a message only after
   its handler (and everything the handler published) completed; a payload or header that does not
@@ -14,7 +16,9 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar, cast
 
 import aio_pika
@@ -31,6 +35,7 @@ from aiormq import spec
 from opentelemetry import trace
 from pamqp.common import FieldTable, FieldValue
 from pydantic import ValidationError
+from yarl import URL
 
 from twoway import metrics
 from twoway.consumed import BadHeader, Delivery, Headers, read_delivery
@@ -94,24 +99,61 @@ class Reject(Exception):
     """Raised by a handler: this message can never be handled; dead-letter it with this reason."""
 
 
+@dataclass(frozen=True)
+class ReconnectDelay:
+    """How long a lost connection waits between attempts to reconnect: `interval` seconds,
+    give or take `jitter` of it (a fraction), drawn anew for each wait so that the replicas that
+    lost the broker together do not knock at once, again and again, when it returns."""
+
+    interval: float = 1.0
+    jitter: float = 0.5
+
+    def draw(self) -> float:
+        return self.interval * random.uniform(1 - self.jitter, 1 + self.jitter)
+
+
+CONNECT_TIMEOUT = 5.0
+"""Seconds one connection attempt may take (TCP and the AMQP handshake). Without a bound, an
+attempt at a broker whose address no longer answers (a rescheduled pod) waits out the kernel's
+SYN retries, about two minutes, before the next attempt."""
+
+
+class _RobustConnection(aio_pika.RobustConnection):
+    """aio-pika's robust connection, waiting `delay.draw()` seconds between reconnection attempts
+    (aio-pika reads `reconnect_interval` before each wait)."""
+
+    def __init__(self, url: URL, delay: ReconnectDelay, client_properties: FieldTable) -> None:
+        self._delay = delay
+        # Not fail-fast: the first connection is retried like any other (`connect`).
+        super().__init__(url, client_properties=client_properties, fail_fast=False)
+
+    @property
+    def reconnect_interval(self) -> float:
+        return self._delay.draw()
+
+    @reconnect_interval.setter
+    def reconnect_interval(self, _parsed: float) -> None:
+        """aio-pika's `__init__` sets the interval it parsed (5 s unless the URL says): the
+        delay drawn above replaces it."""
+
+
 async def connect(
-    url: str, service: str, *, attempts: int = 30, max_delay: float = 5.0
+    url: str, service: str, reconnect: ReconnectDelay = ReconnectDelay(), patience: float = 120.0
 ) -> AbstractRobustConnection:
-    """A robust connection (it reconnects by itself once made).
+    """A robust connection: once made, it reconnects by itself after each `reconnect` delay.
 
     A service may start before its broker is ready (a laptop's `make run`, a pod beside a
-    restarting RabbitMQ): the first connection is retried with capped backoff before giving up.
+    restarting RabbitMQ): the first connection is retried the same way, for up to `patience`
+    seconds; then `ConnectionError` (aio-pika logged each failed attempt).
     """
-    properties: FieldTable = {"connection_name": service}
-    delay = 0.5
-    for attempt in range(1, attempts):
-        try:
-            return await aio_pika.connect_robust(url, client_properties=properties)
-        except (AMQPError, ConnectionError, OSError) as error:
-            log.warning("broker_unreachable", attempt=attempt, retry_in=delay, error=str(error))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay)
-    return await aio_pika.connect_robust(url, client_properties=properties)
+    connection = _RobustConnection(URL(url), reconnect, {"connection_name": service})
+    try:
+        async with asyncio.timeout(patience):
+            await connection.connect(timeout=CONNECT_TIMEOUT)
+    except TimeoutError:
+        await connection.close()
+        raise ConnectionError(f"no broker answered within {patience:g} s") from None
+    return connection
 
 
 class Publisher:
@@ -135,6 +177,13 @@ class Publisher:
     @property
     def channel(self) -> AbstractChannel:
         return self._channel
+
+    @property
+    def ready(self) -> bool:
+        """The broker can take a publish now: its channel is open. It is closed while the
+        connection is down, until the connection is back and the channel reopened (or for good
+        once closed)."""
+        return not self._channel.is_closed
 
     async def publish(
         self,
@@ -206,9 +255,11 @@ class Publisher:
         mandatory: bool,
     ) -> None:
         try:
-            if self._channel.is_closed:  # closed for good: waiting would never end
+            # Fail now, not after the confirm timeout: an HTTP caller answers 503 at once, a
+            # consumer's handler gives its message back.
+            if not self.ready:
                 raise ChannelInvalidStateError(f"{self._channel!r} is closed")
-            async with asyncio.timeout(self._timeout):  # also while a lost connection is back
+            async with asyncio.timeout(self._timeout):
                 # aiormq's abstract channel lacks `wait`, which its only implementation has.
                 channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
                 sends = [
@@ -368,12 +419,16 @@ class Consumer(Generic[M]):
 
     async def stop(self, grace: float) -> None:
         """Stop taking messages, and wait up to `grace` seconds for those in flight."""
-        if self._consumer_tag is not None:
+        # While the broker is away it has dropped the consumer with the connection, and a
+        # cancel would wait for the connection to come back: skipped, or bounded if it goes
+        # away meanwhile.
+        if self._consumer_tag is not None and not self._queue.channel.is_closed:
             try:
-                await self._queue.cancel(self._consumer_tag)
-            except (AMQPError, ConnectionError, RuntimeError) as error:
+                async with asyncio.timeout(grace):
+                    await self._queue.cancel(self._consumer_tag)
+            except (AMQPError, ConnectionError, RuntimeError, TimeoutError) as error:
                 log.warning("consumer_cancel_failed", queue=self.queue_name, error=str(error))
-            self._consumer_tag = None
+        self._consumer_tag = None
         try:
             await asyncio.wait_for(self._idle.wait(), grace)
         except TimeoutError:

@@ -26,7 +26,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from twoway import metrics
-from twoway.broker import Consumer, Publisher, connect
+from twoway.broker import Consumer, Publisher, ReconnectDelay, connect
 from twoway.settings import TwowaySettings
 from twoway.storage import Document, database, mongo_client, ping
 from twoway.topology import declare_exchanges
@@ -82,7 +82,8 @@ def amqp_context(settings: TwowaySettings, service: str) -> CleanupContext:
     """Opens the robust AMQP connection and a confirming publisher; declares the exchanges."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        connection = await connect(settings.amqp_url, service)
+        reconnect = ReconnectDelay(settings.reconnect_interval, settings.reconnect_jitter)
+        connection = await connect(settings.amqp_url, service, reconnect)
         publisher = await Publisher.open(connection, settings.publish_timeout)
         await declare_exchanges(publisher.channel)
         app[AMQP_CONNECTION] = connection
@@ -91,7 +92,7 @@ def amqp_context(settings: TwowaySettings, service: str) -> CleanupContext:
         connection.reconnect_callbacks.add(lambda *_: reconnects.inc())
 
         async def broker_ready() -> bool:
-            return not connection.is_closed and not publisher.channel.is_closed
+            return publisher.ready
 
         app[READY_CHECKS]["broker"] = broker_ready
         log.info("broker_connected")

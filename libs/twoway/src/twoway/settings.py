@@ -26,6 +26,19 @@ class TwowaySettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     prefetch: int = Field(default=64, ge=1, description="Unacked messages a consumer may hold")
     publish_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for a confirm")
+    reconnect_interval: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds between attempts to reach the broker, at start and after it was lost",
+    )
+    reconnect_jitter: float = Field(
+        default=0.5,
+        ge=0,
+        lt=1,
+        description="How far each wait between attempts strays from reconnect_interval, as a "
+        "fraction of it (0.5: 0.5-1.5 s), so that replicas do not reconnect in lockstep",
+    )
     default_region: str = Field(
         default="US",
         min_length=2,

@@ -7,14 +7,15 @@ gateway; 403 when the post fails the gateway's authenticity checks, or a deliver
 reference is not one we signed for this gateway (`ForgedReference`: none of the post's reports is
 logged or published); each 403 is logged with the reason, never the body. 400/422 JSON for a post
 we cannot understand; 429 JSON with Retry-After for MO over the gateway's inbound limits
-(`twoway_ingress.inbound_limits`); 503 when the broker did not confirm, or for a delivery report
+(`twoway_ingress.inbound_limits`); 503 when the broker did not confirm (for a whole MO at once,
+and uncounted by the inbound limits, while the broker is unreachable), or for a delivery report
 when the database is unreachable (the gateway retries); otherwise the answer the gateway expects
 (an empty body for Kannel, so that it sends no reply SMS; empty TwiML for Twilio), only once every
 message of the post is confirmed.
 
 A part of a long SMS (a dialect's `message_part`, Vonage's `concat` fields) is answered once it
-is stored in MongoDB (503 while it cannot be); the post that completes the set publishes the
-whole SMS (`twoway_ingress.long_messages`).
+is stored in MongoDB (503 while it cannot be; the broker is not needed); the post that completes
+the set publishes the whole SMS (`twoway_ingress.long_messages`).
 """
 
 from __future__ import annotations
@@ -181,10 +182,12 @@ async def _publish_all(
             )
         except PublishFailed as error:
             log.error("gateway_post_not_accepted", error=str(error))
-            return _retry_later(
-                request, "broker_unavailable", "the post could not be queued; retry later"
-            )
+            return _broker_unavailable(request)
     return None
+
+
+def _broker_unavailable(request: web.Request) -> web.Response:
+    return _retry_later(request, "broker_unavailable", "the post could not be queued; retry later")
 
 
 def _respond(answer: WebhookAnswer) -> web.Response:
@@ -258,9 +261,15 @@ async def accept_inbound(
     )
     read_part = part_reader(gateway.dialect)
     part = _parsed(lambda: read_part(gateway.config, webhook)) if read_part else None
+    single_part = part if len(messages) == 1 else None
+    if single_part is None and not request.app[PUBLISHER].ready:
+        # Refused before the inbound limits count it: a gateway retrying through a broker
+        # outage must not use up its senders' limits. (A part is stored without the broker.)
+        log.warning("gateway_post_not_accepted", error="the broker is unreachable")
+        return _broker_unavailable(request)
     request.app[INBOUND_LIMITS].admit(messages)
-    if part is not None and len(messages) == 1:
-        return await _inbound_part(request, gateway, messages[0], part)
+    if single_part is not None:
+        return await _inbound_part(request, gateway, messages[0], single_part)
     refused = await _publish_all(
         request,
         [(message, INBOUND_EXCHANGE, inbound_key(message.gateway_id)) for message in messages],

@@ -11,10 +11,11 @@ Decided from memory, never waiting for the database: ingress keeps its MO path f
 What counts: every MO parsed from a post that passed the gateway's authenticity checks (and
 every MO to `/receiveSMS`), each part of a long SMS posted part by part included (each is a post,
 and a write to the part store), a gateway's retry too. A post refused for any reason is not
-counted; one whose publish failed (503) is (rare, and on the strict side). A post is refused
-when one of its counts has already reached its limit; a post carrying several MO (an Infobip
-batch) is admitted or refused whole, and may take a count past its limit by its own size rather
-than be refused for ever.
+counted, nor is one refused at once because the broker is unreachable (503: a gateway retrying
+through an outage); one whose publish then failed (503) is (rare, and on the strict side). A
+post is refused when one of its counts has already reached its limit; a post carrying several
+MO (an Infobip batch) is admitted or refused whole, and may take a count past its limit by its
+own size rather than be refused for ever.
 
 Windows. Time is cut into fixed windows of the limit's `seconds`, numbered from the epoch
 (`floor(time / seconds)`), so every replica puts an MO in the same window whenever it started.
