@@ -20,19 +20,27 @@ from typing import Any
 import aiohttp
 import pytest
 from aio_pika.abc import AbstractRobustConnection
+from aiohttp import web
 from prometheus_client import REGISTRY
+from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.integration.test_api import broker_url_through
 from tests.support.broker import drain
+from tests.support.numbers import TEST_DESTINATIONS
 from tests.support.proxy import database_proxy
 from tests.support.servers import serving
 from tests.support.waiting import until
-from twoway.broker import ReconnectDelay, connect
+from twoway.broker import Publisher, ReconnectDelay, connect
+from twoway.message_log import LOG_COLLECTION, MessageLog
+from twoway.messages import DeliveryEvent, OutboundSMS
 from twoway.service import PUBLISHER
-from twoway.topology import UNMATCHED_QUEUE
+from twoway.storage import Document
+from twoway.topology import EVENTS_EXCHANGE, OUTBOUND_EXCHANGE, UNMATCHED_QUEUE, outbound_key
 from twoway_devstack import ServerUrls
 from twoway_ingress.app import create_app as create_ingress
 from twoway_ingress.settings import IngressSettings
+from twoway_outbound.app import create_app as create_outbound
+from twoway_outbound.settings import OutboundSettings
 from twoway_router.app import create_app as create_router
 from twoway_router.settings import RouterSettings
 
@@ -191,3 +199,83 @@ async def test_a_consumer_shuts_down_at_once_while_the_broker_is_away(
             async with asyncio.timeout(settings.shutdown_grace):
                 await running.aclose()
         assert asyncio.get_running_loop().time() - started < 2.0
+
+
+class HeldGateway:
+    """A gateway that takes each send and answers it only once `answer` is set."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, str]] = []
+        self.answer = asyncio.Event()
+
+    async def send(self, request: web.Request) -> web.Response:
+        self.requests.append(dict(request.query))
+        await self.answer.wait()
+        return web.Response(text="ok")
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/send", self.send)
+        return app
+
+
+async def test_a_send_cut_off_from_the_broker_mid_request_is_logged_sent_and_never_held(
+    make_settings: Callable[..., Any],
+    servers: ServerUrls,
+    amqp: AbstractRobustConnection,
+    mongo_db: AsyncDatabase[Document],
+    tmp_path: Path,
+) -> None:
+    """The broker goes away while outbound's request is at the gateway: the lost channel must
+    not cut the handling between its attempt note and its outcome (that would leave the message
+    in doubt and held, though it was sent), so the redelivery finds it sent."""
+    held = HeldGateway()
+    async with AsyncExitStack() as running:
+        gateway_url = await running.enter_async_context(serving(held.app()))
+        config = tmp_path / "gateways.yaml"
+        config.write_text(
+            "default_gateway: held\n"
+            "gateways:\n"
+            "  - id: held\n"
+            "    type: mobilefirst-http\n"
+            f"    url: {gateway_url}/send\n"
+            "    timeout: 30\n"
+            f"    destinations: {TEST_DESTINATIONS}\n"
+        )
+        proxy = await running.enter_async_context(database_proxy(servers.amqp_url))
+        outbound_app = create_outbound(
+            make_settings(
+                OutboundSettings,
+                gateways_file=config,
+                amqp_url=broker_url_through(proxy, servers.amqp_url),
+            )
+        )
+        await running.enter_async_context(serving(outbound_app))
+        publisher = await Publisher.open(amqp, confirm_timeout=5)
+        events = await publisher.channel.declare_queue(exclusive=True)
+        await events.bind(EVENTS_EXCHANGE, routing_key="#")
+        message = OutboundSMS(to="+15551234567", text="cut off", gateway_id="held")
+        await publisher.publish(
+            message, exchange=OUTBOUND_EXCHANGE, routing_key=outbound_key("held")
+        )
+
+        await until(lambda: len(held.requests) == 1)
+        proxy.cut()
+        await until(lambda: outbound_app[PUBLISHER].channel.is_closed)
+        held.answer.set()
+        message_log = MessageLog(mongo_db[LOG_COLLECTION])
+        deadline = asyncio.get_running_loop().time() + RECOVERY_SECONDS
+        while (record := await message_log.get(message.message_id)) is None or (
+            record.status != "sent"
+        ):
+            assert asyncio.get_running_loop().time() < deadline, record
+            await asyncio.sleep(0.02)
+        await proxy.start()  # the unacked message comes back: found sent, not sent again
+        [told] = await drain(amqp, events.name, expect=1, within=RECOVERY_SECONDS * 2)
+        record = await message_log.get(message.message_id)
+
+    event = DeliveryEvent.model_validate_json(told.body)
+    assert (event.status, event.detail) == ("sent", "already sent; not sent again")
+    assert len(held.requests) == 1
+    assert record is not None
+    assert [entry["status"] for entry in record.history] == ["accepted", "sent"]

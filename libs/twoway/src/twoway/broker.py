@@ -28,6 +28,7 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
     AbstractQueue,
+    AbstractRobustChannel,
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
@@ -184,6 +185,18 @@ class Publisher:
         connection is down, until the connection is back and the channel reopened (or for good
         once closed)."""
         return not self._channel.is_closed
+
+    async def wait_ready(self) -> bool:
+        """Whether the broker can take a publish, waiting up to the confirm timeout for a
+        reconnect to reopen the channel."""
+        if self.ready:
+            return True
+        try:
+            async with asyncio.timeout(self._timeout):
+                await cast(AbstractRobustChannel, self._channel).ready()
+        except TimeoutError:
+            return False
+        return self.ready
 
     async def publish(
         self,
@@ -478,6 +491,12 @@ class Consumer(Generic[M]):
             message = self._model.model_validate_json(incoming.body)
         except ValidationError as error:
             await self._reject(incoming, delivery, f"bad payload: {error}")
+            return
+        if not await self._publisher.wait_ready():
+            # After a reconnect the broker may deliver on the consumer's channel before the
+            # publisher's is reopened: a handling now would fail to publish and use up one of
+            # the message's deliveries on the broker's state, not its own.
+            await incoming.nack(requeue=True)
             return
         try:
             await self._handle(message, delivery)

@@ -30,6 +30,7 @@ message is acked (`twoway.message_log.EventRecorder`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -107,7 +108,15 @@ class Sender:
         self._copies = KeyedSequencer()
 
     async def handle(self, message: OutboundSMS, delivery: Delivery) -> None:
-        """Handle `message`; copies of one message id, one after the other (see the ledger)."""
+        """Handle `message`; copies of one message id, one after the other (see the ledger).
+
+        A lost broker channel cancels the handlers of its consumer. Cut between its attempt
+        note and its outcome, a send would be in doubt and held, though nothing killed outbound;
+        so each handling runs to its end in a task of its own. What the channel's loss costs is
+        the ack: the redelivery finds the outcome in the log."""
+        await asyncio.shield(self._one_copy_at_a_time(message, delivery))
+
+    async def _one_copy_at_a_time(self, message: OutboundSMS, delivery: Delivery) -> None:
         async with self._copies.hold(message.message_id):
             await self._handle(message, delivery)
 
