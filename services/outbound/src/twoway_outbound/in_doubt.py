@@ -12,6 +12,11 @@ message is *in doubt*, and its gateway's `in_doubt` policy decides:
   comes back and finds it delivered, outbound announces `sent` too, so whoever counts outbound's
   `sent`/`failed`/`expired`, like the broadcaster, counts it once), and with none within
   `in_doubt_timeout` seconds of the attempt it is `failed` and dead-lettered: at most once.
+
+An attempt younger than its request's timeout (and the write of its outcome) is not in doubt
+yet: another copy of the message (a repeat that reached another outbound replica) may still be
+sending it. The copy that finds it waits until that attempt must have ended (`in_flight_until`),
+then looks again: sent by then, it is not sent again; still without an outcome, it is in doubt.
 """
 
 from __future__ import annotations
@@ -42,6 +47,17 @@ def in_doubt(record: MessageRecord) -> InDoubt | None:
     if record.attempt is None:
         return None
     return InDoubt(record.attempt, held=record.status == "unknown")
+
+
+OUTCOME_WRITE_SECONDS = 2.0
+"""How long after its request ends an attempt's outcome may take to be logged (a group commit
+under load)."""
+
+
+def in_flight_until(doubt: InDoubt, gateway: GatewayConfig) -> datetime:
+    """Until when the attempt of `doubt` may still be running in another copy's handling."""
+    seconds = gateway.timeout + OUTCOME_WRITE_SECONDS
+    return doubt.attempt.at + timedelta(seconds=seconds)
 
 
 def held_until(doubt: InDoubt, gateway: GatewayConfig) -> datetime:

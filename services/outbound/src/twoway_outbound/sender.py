@@ -39,8 +39,8 @@ import aiohttp
 import structlog
 
 from twoway import metrics
-from twoway.broker import Publisher, Reject
-from twoway.consumed import Delivery
+from twoway.broker import Publisher, Reject, repeat_headers
+from twoway.consumed import Delivery, Headers
 from twoway.gateways import DIALECTS
 from twoway.gateways.config import GatewayConfig, GatewaysConfig, GatewaySecrets
 from twoway.gateways.destinations import refusal
@@ -64,6 +64,7 @@ from twoway_outbound.in_doubt import (
     decide,
     gave_up_detail,
     held_until,
+    in_flight_until,
     unknown_detail,
 )
 from twoway_outbound.ledger import SentLedger, SentRecord
@@ -144,6 +145,10 @@ class Sender:
             await self._events.announce(again)  # the log has the send
             return
         if past.in_doubt is not None:
+            in_flight = in_flight_until(past.in_doubt, gateway)
+            if not past.in_doubt.held and now < in_flight:
+                await self._wait_for_other_copy(delivery, gateway.id, now, in_flight)
+                return
             action = decide(past.in_doubt, gateway, now)
             if not past.in_doubt.held:
                 metrics.OUTBOUND_IN_DOUBT.labels(gateway=gateway.id, policy=gateway.in_doubt).inc()
@@ -267,6 +272,16 @@ class Sender:
         metrics.OUTBOUND_RETRIES.labels(gateway=gateway_id).inc()
         log.info("outbound_retry_scheduled", wait_seconds=wait, next_attempt=attempt + 1)
 
+    async def _wait_for_other_copy(
+        self, delivery: Delivery, gateway_id: str, now: datetime, in_flight: datetime
+    ) -> None:
+        """Another copy's attempt may still be running (a repeat handled by another replica):
+        park this copy, marked a repeat so that it looks the message up again, until that
+        attempt must have ended."""
+        log.info("outbound_copy_in_flight", gateway_id=gateway_id)
+        wait = (in_flight - now).total_seconds()
+        await self._park(delivery, wait, in_flight, repeat_headers(repeat=True))
+
     async def _check_held(
         self,
         message: OutboundSMS,
@@ -320,7 +335,7 @@ class Sender:
         delivery: Delivery,
         wait: float,
         due: datetime,
-        headers: Mapping[str, int] | None = None,
+        headers: Headers | None = None,
     ) -> None:
         """Park a copy of `delivery` (with `headers` added) in the delay queue that brings it
         back after `wait` seconds; or, for a wait longer than any delay queue, in the longest,
