@@ -67,7 +67,8 @@ class HangingGateway:
 
 
 def gateways_file(folder: Path, url: str, in_doubt_timeout: float) -> Path:
-    """`held` (in_doubt: hold, the default) and `resent` (in_doubt: resend), both sending our
+    """`held` (in_doubt: hold, the default), `resent` (in_doubt: resend) and `unreported`
+    (in_doubt: resend_unreported), all sending our
     reference in the delivery-report URL (`dlr`); a request's timeout of 1 s, so that an attempt
     stops looking in flight (`in_flight_until`) 3 s after it started."""
     common = (
@@ -80,6 +81,8 @@ def gateways_file(folder: Path, url: str, in_doubt_timeout: float) -> Path:
         "default_gateway: held\ngateways:\n"
         f"  - {{id: held, {common}, in_doubt_timeout: {in_doubt_timeout}}}\n"
         f"  - {{id: resent, {common}, in_doubt: resend}}\n"
+        f"  - {{id: unreported, {common}, in_doubt: resend_unreported,"
+        f" in_doubt_timeout: {in_doubt_timeout}}}\n"
     )
     return path
 
@@ -266,6 +269,36 @@ async def test_resend_sends_it_again_with_the_same_reference(
         record = await logged(mongo_db, crashed.message.message_id)
         assert (record.status, record.attempt) == ("sent", None)
         assert [entry["status"] for entry in record.history] == ["accepted", "sent"]
+
+
+async def test_resend_unreported_sends_it_again_when_no_report_came(
+    crash: Callable[[str, float], Any],
+    make_settings: Callable[..., Any],
+    amqp: AbstractRobustConnection,
+    mongo_db: AsyncDatabase[Document],
+) -> None:
+    """No delivery report within the timeout: the gateway never took it, so it is sent again
+    (here the gateway did take it: what a gateway that reports late costs)."""
+    resent = counted(
+        "twoway_outbound_in_doubt_settled_total", gateway="unreported", outcome="resent"
+    )
+    async with crash("unreported", 6.0) as crashed:
+        outbound = outbound_settings(make_settings, crashed.gateways)
+        async with serving(create_outbound(outbound)):
+            unknown, sent = await next_events(amqp, crashed.events, 2)
+        assert (unknown.status, sent.status) == ("unknown", "sent")
+        assert "sent again without one (in_doubt: resend_unreported)" in unknown.detail
+        first, second = crashed.gateway.requests
+        assert first == second
+        assert (
+            counted(
+                "twoway_outbound_in_doubt_settled_total", gateway="unreported", outcome="resent"
+            )
+            == resent + 1
+        )
+        record = await logged(mongo_db, crashed.message.message_id)
+        assert (record.status, record.attempt) == ("sent", None)
+        assert [entry["status"] for entry in record.history] == ["accepted", "unknown", "sent"]
 
 
 async def test_a_message_held_before_is_not_announced_unknown_again(

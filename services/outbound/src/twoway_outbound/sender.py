@@ -67,7 +67,7 @@ from twoway_outbound.in_doubt import (
     in_flight_until,
     unknown_detail,
 )
-from twoway_outbound.ledger import SentLedger, SentRecord
+from twoway_outbound.ledger import Past, SentLedger, SentRecord
 from twoway_outbound.ratelimit import RateLimiters
 from twoway_outbound.recipient_caps import RecipientCaps
 from twoway_outbound.retries import RetryPolicy, due_header
@@ -161,6 +161,18 @@ class Sender:
             if action != "resend":
                 await self._settle_held(message, gateway, delivery, past.in_doubt, action, now)
                 return
+        await self._send_now(message, gateway, delivery, past, now)
+
+    async def _send_now(
+        self,
+        message: OutboundSMS,
+        gateway: GatewayConfig,
+        delivery: Delivery,
+        past: Past,
+        now: datetime,
+    ) -> None:
+        """Send it (unless it is past its `not_after`, refused, or too long), and log how it
+        went."""
         if message.not_after is not None and now > message.not_after:
             await self._events.record(
                 message.event("expired", gateway.id, "past not_after; not sent")
@@ -293,7 +305,7 @@ class Sender:
         again, or given up on."""
         due = delivery.retry_due
         if due is not None and due > now:
-            await self._park(delivery, (due - now).total_seconds(), due)
+            await self._park(delivery, (due - now).total_seconds(), due, {HEADER_IN_DOUBT: 1})
             return
         past = await self._ledger.find(message.message_id, may_repeat=True)
         if past.in_doubt is None:
@@ -305,6 +317,11 @@ class Sender:
                 await self._events.announce(sent)  # the log has the report
             return
         action = decide(past.in_doubt, gateway, now)
+        if action == "resend":  # in_doubt: resend_unreported, and the gateway never reported it
+            log.warning("outbound_in_doubt_resent", gateway_id=gateway.id)
+            metrics.OUTBOUND_IN_DOUBT_SETTLED.labels(gateway=gateway.id, outcome="resent").inc()
+            await self._send_now(message, gateway, delivery, past, now)
+            return
         await self._settle_held(message, gateway, delivery, past.in_doubt, action, now)
 
     async def _settle_held(
@@ -339,9 +356,11 @@ class Sender:
     ) -> None:
         """Park a copy of `delivery` (with `headers` added) in the delay queue that brings it
         back after `wait` seconds; or, for a wait longer than any delay queue, in the longest,
-        with `due` in its header, to be parked again when it comes back early."""
+        with `due` in its header, to be parked again when it comes back early. A copy is held
+        (`HEADER_IN_DOUBT`) only if `headers` say so: one sent again is not."""
         delay = delay_queue_for(wait, self._retries.queue_delays)
-        kept = {name: value for name, value in delivery.headers.items() if name != HEADER_RETRY_DUE}
+        dropped = (HEADER_RETRY_DUE, HEADER_IN_DOUBT)
+        kept = {name: value for name, value in delivery.headers.items() if name not in dropped}
         if delay < wait:
             kept[HEADER_RETRY_DUE] = due_header(due)
         await self._publisher.forward(
