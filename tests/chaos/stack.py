@@ -46,6 +46,11 @@ ENVIRONMENT = {
 }
 
 
+IN_DOUBT_SECONDS = 5.0
+"""The simulator reports each MT at once, so a send in doubt (outbound killed during it) with no
+report within this is one whose request never left: sent again (`in_doubt: resend_unreported`)."""
+
+
 @dataclass
 class Stack:
     folder: Path
@@ -103,15 +108,16 @@ async def running_stack(folder: Path) -> AsyncIterator[Stack]:
             await broker.restarted()
             await asyncio.to_thread(rabbit.await_ready, broker.process)
             gateway = f"http://127.0.0.1:{ports['gateway-sim']}"
+            ingress = f"http://127.0.0.1:{ports['ingress']}"
             env = {
                 **os.environ,
                 "TWOWAY_AMQP_URL": rabbit.url,
                 "TWOWAY_MONGO_URL": mongo_url,
                 "TWOWAY_MONGO_DATABASE": DATABASE,
                 "TWOWAY_LOG_LEVEL": "WARNING",
-                "TWOWAY_GATEWAYS_FILE": str(gateways_file(folder, gateway)),
+                "TWOWAY_GATEWAYS_FILE": str(gateways_file_for(folder, gateway, ingress)),
                 "TWOWAY_RECEIVE_GATEWAY": "sim",
-                "TWOWAY_INGRESS_URL": f"http://127.0.0.1:{ports['ingress']}",
+                "TWOWAY_INGRESS_URL": ingress,
                 "TWOWAY_REFERENCE_SECRET": REFERENCE_SECRET,
                 "TWOWAY_API_TOKEN": API_TOKEN,
             }
@@ -122,6 +128,17 @@ async def running_stack(folder: Path) -> AsyncIterator[Stack]:
             await asyncio.gather(*(stack.start(name) for name in others))
             await stack.start(router)
             yield stack
+
+
+def gateways_file_for(folder: Path, gateway: str, ingress: str) -> Path:
+    """The simulator as gateway, reporting delivery to ingress."""
+    return gateways_file(
+        folder,
+        gateway,
+        ingress,
+        in_doubt="resend_unreported",
+        in_doubt_timeout=IN_DOUBT_SECONDS,
+    )
 
 
 async def _stop_services(stack: Stack) -> None:

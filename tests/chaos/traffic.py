@@ -190,9 +190,10 @@ class ApiSends(Requests):
         return tuple(item.accepted_at for item in self.attempted if item.accepted_at is not None)
 
 
-async def deliveries(http: aiohttp.ClientSession, gateway: str) -> list[Delivery]:
-    """Every MT the gateway simulator received."""
-    async with http.get(f"{gateway}/messages", timeout=REQUEST_TIMEOUT) as response:
+async def deliveries(http: aiohttp.ClientSession, gateway: str, offset: int = 0) -> list[Delivery]:
+    """Every MT the gateway simulator received, after the first `offset`."""
+    listing = f"{gateway}/messages?offset={offset}"
+    async with http.get(listing, timeout=REQUEST_TIMEOUT) as response:
         records = await response.json()
     return [
         Delivery(

@@ -138,6 +138,16 @@ async def test_faults_fail_the_next_sends_then_sends_succeed(sim: Sim) -> None:
     assert [status for status, _ in sends] == [503, 503, 200]
 
 
+async def test_messages_after_an_offset_are_those_received_after_the_first_n(sim: Sim) -> None:
+    for number in range(3):
+        await sim.call("GET", "/sendSMS", params={"to": "+1", "text": f"{number}"})
+    status, listed = await sim.call("GET", "/messages", params={"offset": "2"})
+    assert (status, [record["text"] for record in listed]) == (200, ["2"])
+    assert (await sim.call("GET", "/messages", params={"offset": "3"}))[1] == []
+    status, error = await sim.call("GET", "/messages", params={"offset": "-1"})
+    assert (status, error["error"], error["field"]) == (400, "invalid_offset", "offset")
+
+
 async def send_command(ingress_url: str) -> tuple[int, str, str]:
     """Run `twoway-gateway-sim send` against `ingress_url`: exit status, stdout, stderr."""
     process = await asyncio.create_subprocess_exec(

@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client import REGISTRY
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tests.support.broker import drain, listening
+from tests.support.broker import drain, listening, queue_length
 from tests.support.numbers import TEST_DESTINATIONS
 from tests.support.outbound_replicas import start_outbound, wait_ready
 from tests.support.servers import serving
@@ -37,7 +37,9 @@ from twoway.topology import (
     OUTBOUND_QUEUE,
     dead_letter_queue,
     declare_exchanges,
+    jittered_delays,
     outbound_key,
+    retry_queue,
 )
 from twoway_devstack import ServerUrls
 from twoway_devstack.processes import free_port
@@ -65,10 +67,12 @@ class HangingGateway:
 
 
 def gateways_file(folder: Path, url: str, in_doubt_timeout: float) -> Path:
-    """`held` (in_doubt: hold, the default) and `resent` (in_doubt: resend), both sending our
-    reference in the delivery-report URL (`dlr`)."""
+    """`held` (in_doubt: hold, the default), `resent` (in_doubt: resend) and `unreported`
+    (in_doubt: resend_unreported), all sending our
+    reference in the delivery-report URL (`dlr`); a request's timeout of 1 s, so that an attempt
+    stops looking in flight (`in_flight_until`) 3 s after it started."""
     common = (
-        f"type: mobilefirst-http, url: '{url}/send', status_param: dlr,"
+        f"type: mobilefirst-http, url: '{url}/send', status_param: dlr, timeout: 1,"
         f" public_url: 'http://ingress.invalid', inbound: {{open: true}},"
         f" destinations: {TEST_DESTINATIONS}"
     )
@@ -77,6 +81,8 @@ def gateways_file(folder: Path, url: str, in_doubt_timeout: float) -> Path:
         "default_gateway: held\ngateways:\n"
         f"  - {{id: held, {common}, in_doubt_timeout: {in_doubt_timeout}}}\n"
         f"  - {{id: resent, {common}, in_doubt: resend}}\n"
+        f"  - {{id: unreported, {common}, in_doubt: resend_unreported,"
+        f" in_doubt_timeout: {in_doubt_timeout}}}\n"
     )
     return path
 
@@ -265,6 +271,36 @@ async def test_resend_sends_it_again_with_the_same_reference(
         assert [entry["status"] for entry in record.history] == ["accepted", "sent"]
 
 
+async def test_resend_unreported_sends_it_again_when_no_report_came(
+    crash: Callable[[str, float], Any],
+    make_settings: Callable[..., Any],
+    amqp: AbstractRobustConnection,
+    mongo_db: AsyncDatabase[Document],
+) -> None:
+    """No delivery report within the timeout: the gateway never took it, so it is sent again
+    (here the gateway did take it: what a gateway that reports late costs)."""
+    resent = counted(
+        "twoway_outbound_in_doubt_settled_total", gateway="unreported", outcome="resent"
+    )
+    async with crash("unreported", 6.0) as crashed:
+        outbound = outbound_settings(make_settings, crashed.gateways)
+        async with serving(create_outbound(outbound)):
+            unknown, sent = await next_events(amqp, crashed.events, 2)
+        assert (unknown.status, sent.status) == ("unknown", "sent")
+        assert "sent again without one (in_doubt: resend_unreported)" in unknown.detail
+        first, second = crashed.gateway.requests
+        assert first == second
+        assert (
+            counted(
+                "twoway_outbound_in_doubt_settled_total", gateway="unreported", outcome="resent"
+            )
+            == resent + 1
+        )
+        record = await logged(mongo_db, crashed.message.message_id)
+        assert (record.status, record.attempt) == ("sent", None)
+        assert [entry["status"] for entry in record.history] == ["accepted", "unknown", "sent"]
+
+
 async def test_a_message_held_before_is_not_announced_unknown_again(
     make_settings: Callable[..., Any],
     amqp: AbstractRobustConnection,
@@ -295,4 +331,49 @@ async def test_a_message_held_before_is_not_announced_unknown_again(
         [failed] = await next_events(amqp, events, 1)
     assert (failed.status, failed.outbound_id) == ("failed", message.message_id)
     assert failed.detail.startswith("unknown outcome: attempt 1 to held at ")
+    assert counted("twoway_outbound_in_doubt_total", gateway="held", policy="hold") == in_doubt
+
+
+async def test_a_copy_meeting_an_attempt_in_flight_waits_for_its_outcome(
+    make_settings: Callable[..., Any],
+    amqp: AbstractRobustConnection,
+    mongo_db: AsyncDatabase[Document],
+    tmp_path: Path,
+) -> None:
+    """Two copies of one reply (the adapter answered its SMS twice) reach two outbound replicas:
+    the repeat finds the other replica's attempt noted a moment ago, with no outcome yet. It is
+    not in doubt (no `unknown`, not sent): it waits, and once the other replica logs `sent` it
+    is not sent again."""
+    message = OutboundSMS(to="+15551234567", text="Your code is 482910", gateway_id="held")
+    started = AttemptStarted(1, "held", utc_now())
+    message_log = MessageLog(mongo_db[LOG_COLLECTION])  # the other replica's attempt
+    await message_log.start_attempt(message.message_id, started, message.event("accepted", "held"))
+    gateway = HangingGateway()
+    app = web.Application()
+    app.router.add_get("/send", gateway.send)
+    in_doubt = counted("twoway_outbound_in_doubt_total", gateway="held", policy="hold")
+    async with serving(app) as url, listening(amqp, EVENTS_EXCHANGE, "#") as events:
+        gateways = gateways_file(tmp_path, url, in_doubt_timeout=60)
+        settings = outbound_settings(make_settings, gateways)
+        parked = [retry_queue(OUTBOUND_QUEUE, delay) for delay in jittered_delays([1, 2])]
+        async with serving(create_outbound(settings)):
+            publisher = await Publisher.open(amqp, confirm_timeout=5)
+            await publisher.publish(
+                message,
+                exchange=OUTBOUND_EXCHANGE,
+                routing_key=outbound_key("held"),
+                headers={HEADER_REPEAT: True},
+            )
+            await publisher.channel.close()
+            deadline = asyncio.get_running_loop().time() + 5
+            while sum([await queue_length(amqp, name) for name in parked]) == 0:
+                assert asyncio.get_running_loop().time() < deadline, "the copy was not parked"
+            assert (await logged(mongo_db, message.message_id)).status == "accepted"
+            # the other replica's request succeeds
+            await message_log.add(message.event("sent", "held", "attempt 1: OK", "gw-1"))
+            [sent] = await next_events(amqp, events, 1)
+    assert (sent.status, sent.detail) == ("sent", "already sent; not sent again")
+    assert gateway.requests == []
+    record = await logged(mongo_db, message.message_id)
+    assert [entry["status"] for entry in record.history] == ["accepted", "sent"]
     assert counted("twoway_outbound_in_doubt_total", gateway="held", policy="hold") == in_doubt

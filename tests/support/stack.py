@@ -21,6 +21,7 @@ import aiohttp
 
 from tests.support.numbers import TEST_DESTINATIONS
 from tests.support.servers import serving
+from twoway.gateways.config import InDoubtPolicy
 from twoway.sdk import Adapter, AdapterSettings
 from twoway_gateway_sim.settings import GatewaySimSettings
 from twoway_gateway_sim.simulator import create_app as create_gateway_sim
@@ -91,10 +92,17 @@ class Phone:
         raise AssertionError(f"no reply to {text!r}")
 
 
-def gateways_file(directory: Path, gateway_url: str, ingress_url: str | None = None) -> Path:
+def gateways_file(
+    directory: Path,
+    gateway_url: str,
+    ingress_url: str | None = None,
+    in_doubt: InDoubtPolicy = "hold",
+    in_doubt_timeout: float = 3600,
+) -> Path:
     """The simulator as gateway `sim`; with `ingress_url`, asked for delivery reports there."""
     path = directory / "gateways.yaml"
     reports = f"    status_param: dlr_url\n    public_url: {ingress_url}\n" if ingress_url else ""
+    reports += f"    in_doubt: {in_doubt}\n    in_doubt_timeout: {in_doubt_timeout:g}\n"
     path.write_text(
         "default_gateway: sim\n"
         "gateways:\n"

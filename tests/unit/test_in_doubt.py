@@ -26,7 +26,13 @@ ATTEMPT = AttemptStarted(attempt=2, gateway_id="sim", at=STARTED)
 
 def gateway(**fields: object) -> GatewayConfig:
     return GatewayConfig.model_validate(
-        {"id": "sim", "type": "mobilefirst-http", "url": "http://127.0.0.1:1/", **fields}
+        {
+            "id": "sim",
+            "type": "mobilefirst-http",
+            "url": "http://127.0.0.1:1/",
+            "public_url": "https://sms.example.com",
+            **fields,
+        }
     )
 
 
@@ -41,6 +47,8 @@ DECISIONS = (
     ("hold-within-the-timeout", "hold", 60.0, 59.9, "hold"),
     ("hold-gives-up-at-the-timeout", "hold", 60.0, 60.0, "give_up"),
     ("hold-gives-up-after-it", "hold", 60.0, 7200.0, "give_up"),
+    ("unreported-holds-within-the-timeout", "resend_unreported", 60.0, 59.9, "hold"),
+    ("unreported-resends-at-the-timeout", "resend_unreported", 60.0, 60.0, "resend"),
 )
 
 
@@ -64,8 +72,13 @@ def test_a_gateway_holds_for_an_hour_by_default() -> None:
 
 @pytest.mark.parametrize(
     "fields",
-    [{"in_doubt": "retry"}, {"in_doubt_timeout": 0}, {"in_doubt_timeout": -5}],
-    ids=["unknown-policy", "zero-timeout", "negative-timeout"],
+    [
+        {"in_doubt": "retry"},
+        {"in_doubt_timeout": 0},
+        {"in_doubt_timeout": -5},
+        {"in_doubt": "resend_unreported", "public_url": None},
+    ],
+    ids=["unknown-policy", "zero-timeout", "negative-timeout", "unreported-without-reports"],
 )
 def test_config_refuses(fields: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="in_doubt"):
@@ -100,4 +113,12 @@ def test_details_say_which_attempt_and_the_policy() -> None:
     assert gave_up_detail(doubt, config) == (
         "unknown outcome: attempt 2 to sim at 2026-12-07T21:00:00+00:00 had no delivery report "
         "within 90 s; not sent again (in_doubt: hold)"
+    )
+
+
+def test_unreported_says_it_will_be_sent_again() -> None:
+    config = gateway(in_doubt="resend_unreported", in_doubt_timeout=90)
+    assert unknown_detail(InDoubt(ATTEMPT, held=False), config).endswith(
+        "(outbound stopped during it); sent again without one (in_doubt: resend_unreported), "
+        "waiting up to 90 s for a delivery report"
     )

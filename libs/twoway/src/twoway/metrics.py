@@ -87,7 +87,8 @@ OUTBOUND_IN_DOUBT = Counter(
 )
 OUTBOUND_IN_DOUBT_SETTLED = Counter(
     "twoway_outbound_in_doubt_settled_total",
-    "Held in-doubt outbound SMS settled: by a delivery report (reported) or by in_doubt_timeout",
+    "Held in-doubt outbound SMS settled: by a delivery report (reported), by in_doubt_timeout "
+    "(timeout), or sent again for want of a report (resent)",
     ["gateway", "outcome"],
 )
 HANDLED = Counter("twoway_adapter_handled_total", "Messages handled by adapters", ["adapter"])

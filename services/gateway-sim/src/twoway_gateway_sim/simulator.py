@@ -1,8 +1,9 @@
 """The gateway simulator, a development tool like Kannel's fakesmsc.
 
 As a gateway's send API it takes MT at `GET|POST /sendSMS` (the MobileFirst HTTP shape: `to`,
-`from`, `text` and any other parameter) and records it: `GET /messages` lists what it received,
-`DELETE /messages` forgets it; an MT carrying a `dlr_url` parameter (a gateway's `status_param`)
+`from`, `text` and any other parameter) and records it: `GET /messages` lists what it received
+(`?offset=N`: after the first N, so a poller reads only what is new), `DELETE /messages` forgets
+it; an MT carrying a `dlr_url` parameter (a gateway's `status_param`)
 is reported delivered to that URL. `POST /faults` makes the next sends fail (`{"status": 500,
 "count": 2}`, or `{"delay": 30}` to time out). As a phone, `POST /mo` (a JSON object of string
 parameters: `from`, `to`, `text`, ...) posts an MO message to ingress's `/receiveSMS` and answers
@@ -14,6 +15,7 @@ calls (`backend.py`).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
@@ -37,6 +39,8 @@ log = structlog.get_logger(__name__)
 @dataclass
 class GatewayState:
     received: deque[dict[str, Any]]
+    recorded: int = 0
+    """MT recorded since the last clear, also those the bounded `received` has dropped."""
     faults: Faults = field(default_factory=lambda: Faults(count=0))
     attempts: int = 0
     reports: set[asyncio.Task[None]] = field(default_factory=set)
@@ -67,6 +71,7 @@ async def send_sms(request: web.Request) -> web.Response:
         "received_at": utc_now().isoformat(),
     }
     state.received.append(record)
+    state.recorded += 1
     dlr_url = fields.get(request.app[SETTINGS].dlr_param)
     if dlr_url:
         report = asyncio.create_task(_report_delivery(request.app, dlr_url, len(state.received)))
@@ -85,7 +90,13 @@ async def _report_delivery(app: web.Application, url: str, number: int) -> None:
 
 
 async def list_messages(request: web.Request) -> web.Response:
-    return web.json_response(list(request.app[STATE].received))
+    state = request.app[STATE]
+    offset = request.query.get("offset", "0")
+    if not offset.isdecimal():
+        raise InvalidRequest(400, "invalid_offset", "offset: a whole number", field="offset")
+    dropped = state.recorded - len(state.received)
+    skipped = max(int(offset) - dropped, 0)
+    return web.json_response(list(itertools.islice(state.received, skipped, None)))
 
 
 async def count_messages(request: web.Request) -> web.Response:
@@ -95,6 +106,7 @@ async def count_messages(request: web.Request) -> web.Response:
 async def clear_messages(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.received.clear()
+    state.recorded = 0
     state.attempts = 0
     return web.json_response({"status": "cleared"})
 

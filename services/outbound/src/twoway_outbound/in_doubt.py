@@ -11,7 +11,15 @@ message is *in doubt*, and its gateway's `in_doubt` policy decides:
   report for it clears the attempt (the report's status is the message's; when the held message
   comes back and finds it delivered, outbound announces `sent` too, so whoever counts outbound's
   `sent`/`failed`/`expired`, like the broadcaster, counts it once), and with none within
-  `in_doubt_timeout` seconds of the attempt it is `failed` and dead-lettered: at most once.
+  `in_doubt_timeout` seconds of the attempt it is `failed` and dead-lettered: at most once;
+- `resend_unreported`: held the same way, but with no report within `in_doubt_timeout` it is sent
+  again, for a gateway that reports every message it takes within that time: its silence shows
+  the request never left (outbound stopped after noting the attempt and before sending it).
+
+An attempt younger than its request's timeout (and the write of its outcome) is not in doubt
+yet: another copy of the message (a repeat that reached another outbound replica) may still be
+sending it. The copy that finds it waits until that attempt must have ended (`in_flight_until`),
+then looks again: sent by then, it is not sent again; still without an outcome, it is in doubt.
 """
 
 from __future__ import annotations
@@ -44,6 +52,17 @@ def in_doubt(record: MessageRecord) -> InDoubt | None:
     return InDoubt(record.attempt, held=record.status == "unknown")
 
 
+OUTCOME_WRITE_SECONDS = 2.0
+"""How long after its request ends an attempt's outcome may take to be logged (a group commit
+under load)."""
+
+
+def in_flight_until(doubt: InDoubt, gateway: GatewayConfig) -> datetime:
+    """Until when the attempt of `doubt` may still be running in another copy's handling."""
+    seconds = gateway.timeout + OUTCOME_WRITE_SECONDS
+    return doubt.attempt.at + timedelta(seconds=seconds)
+
+
 def held_until(doubt: InDoubt, gateway: GatewayConfig) -> datetime:
     """When a held message stops waiting for a delivery report."""
     return doubt.attempt.at + timedelta(seconds=gateway.in_doubt_timeout)
@@ -53,19 +72,23 @@ def decide(doubt: InDoubt, gateway: GatewayConfig, now: datetime) -> Action:
     """What `gateway`'s policy does with `doubt` at `now`."""
     if gateway.in_doubt == "resend":
         return "resend"
-    if now >= held_until(doubt, gateway):
-        return "give_up"
-    return "hold"
+    if now < held_until(doubt, gateway):
+        return "hold"
+    return "resend" if gateway.in_doubt == "resend_unreported" else "give_up"
 
 
 def unknown_detail(doubt: InDoubt, gateway: GatewayConfig) -> str:
     """The `unknown` event's detail: why, and until when it waits."""
     attempt = doubt.attempt
+    then = (
+        "not sent again (in_doubt: hold)"
+        if gateway.in_doubt == "hold"
+        else "sent again without one (in_doubt: resend_unreported)"
+    )
     return (
         f"in doubt: attempt {attempt.attempt} to {attempt.gateway_id} at "
-        f"{attempt.at.isoformat()} has no logged outcome (outbound stopped during it); not sent "
-        f"again (in_doubt: hold), waiting up to {gateway.in_doubt_timeout:g} s for a delivery "
-        "report"
+        f"{attempt.at.isoformat()} has no logged outcome (outbound stopped during it); {then}, "
+        f"waiting up to {gateway.in_doubt_timeout:g} s for a delivery report"
     )
 
 

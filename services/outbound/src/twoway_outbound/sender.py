@@ -39,8 +39,8 @@ import aiohttp
 import structlog
 
 from twoway import metrics
-from twoway.broker import Publisher, Reject
-from twoway.consumed import Delivery
+from twoway.broker import Publisher, Reject, repeat_headers
+from twoway.consumed import Delivery, Headers
 from twoway.gateways import DIALECTS
 from twoway.gateways.config import GatewayConfig, GatewaysConfig, GatewaySecrets
 from twoway.gateways.destinations import refusal
@@ -64,9 +64,10 @@ from twoway_outbound.in_doubt import (
     decide,
     gave_up_detail,
     held_until,
+    in_flight_until,
     unknown_detail,
 )
-from twoway_outbound.ledger import SentLedger, SentRecord
+from twoway_outbound.ledger import Past, SentLedger, SentRecord
 from twoway_outbound.ratelimit import RateLimiters
 from twoway_outbound.recipient_caps import RecipientCaps
 from twoway_outbound.retries import RetryPolicy, due_header
@@ -144,6 +145,10 @@ class Sender:
             await self._events.announce(again)  # the log has the send
             return
         if past.in_doubt is not None:
+            in_flight = in_flight_until(past.in_doubt, gateway)
+            if not past.in_doubt.held and now < in_flight:
+                await self._wait_for_other_copy(delivery, gateway.id, now, in_flight)
+                return
             action = decide(past.in_doubt, gateway, now)
             if not past.in_doubt.held:
                 metrics.OUTBOUND_IN_DOUBT.labels(gateway=gateway.id, policy=gateway.in_doubt).inc()
@@ -156,6 +161,18 @@ class Sender:
             if action != "resend":
                 await self._settle_held(message, gateway, delivery, past.in_doubt, action, now)
                 return
+        await self._send_now(message, gateway, delivery, past, now)
+
+    async def _send_now(
+        self,
+        message: OutboundSMS,
+        gateway: GatewayConfig,
+        delivery: Delivery,
+        past: Past,
+        now: datetime,
+    ) -> None:
+        """Send it (unless it is past its `not_after`, refused, or too long), and log how it
+        went."""
         if message.not_after is not None and now > message.not_after:
             await self._events.record(
                 message.event("expired", gateway.id, "past not_after; not sent")
@@ -267,6 +284,16 @@ class Sender:
         metrics.OUTBOUND_RETRIES.labels(gateway=gateway_id).inc()
         log.info("outbound_retry_scheduled", wait_seconds=wait, next_attempt=attempt + 1)
 
+    async def _wait_for_other_copy(
+        self, delivery: Delivery, gateway_id: str, now: datetime, in_flight: datetime
+    ) -> None:
+        """Another copy's attempt may still be running (a repeat handled by another replica):
+        park this copy, marked a repeat so that it looks the message up again, until that
+        attempt must have ended."""
+        log.info("outbound_copy_in_flight", gateway_id=gateway_id)
+        wait = (in_flight - now).total_seconds()
+        await self._park(delivery, wait, in_flight, repeat_headers(repeat=True))
+
     async def _check_held(
         self,
         message: OutboundSMS,
@@ -278,7 +305,7 @@ class Sender:
         again, or given up on."""
         due = delivery.retry_due
         if due is not None and due > now:
-            await self._park(delivery, (due - now).total_seconds(), due)
+            await self._park(delivery, (due - now).total_seconds(), due, {HEADER_IN_DOUBT: 1})
             return
         past = await self._ledger.find(message.message_id, may_repeat=True)
         if past.in_doubt is None:
@@ -290,6 +317,11 @@ class Sender:
                 await self._events.announce(sent)  # the log has the report
             return
         action = decide(past.in_doubt, gateway, now)
+        if action == "resend":  # in_doubt: resend_unreported, and the gateway never reported it
+            log.warning("outbound_in_doubt_resent", gateway_id=gateway.id)
+            metrics.OUTBOUND_IN_DOUBT_SETTLED.labels(gateway=gateway.id, outcome="resent").inc()
+            await self._send_now(message, gateway, delivery, past, now)
+            return
         await self._settle_held(message, gateway, delivery, past.in_doubt, action, now)
 
     async def _settle_held(
@@ -320,13 +352,15 @@ class Sender:
         delivery: Delivery,
         wait: float,
         due: datetime,
-        headers: Mapping[str, int] | None = None,
+        headers: Headers | None = None,
     ) -> None:
         """Park a copy of `delivery` (with `headers` added) in the delay queue that brings it
         back after `wait` seconds; or, for a wait longer than any delay queue, in the longest,
-        with `due` in its header, to be parked again when it comes back early."""
+        with `due` in its header, to be parked again when it comes back early. A copy is held
+        (`HEADER_IN_DOUBT`) only if `headers` say so: one sent again is not."""
         delay = delay_queue_for(wait, self._retries.queue_delays)
-        kept = {name: value for name, value in delivery.headers.items() if name != HEADER_RETRY_DUE}
+        dropped = (HEADER_RETRY_DUE, HEADER_IN_DOUBT)
+        kept = {name: value for name, value in delivery.headers.items() if name not in dropped}
         if delay < wait:
             kept[HEADER_RETRY_DUE] = due_header(due)
         await self._publisher.forward(

@@ -49,6 +49,10 @@ not have reached the gateway. `in_doubt: hold` (the default) sends it no more: i
 within `in_doubt_timeout` seconds of the attempt -> `failed` and the dead-letter queue (replaying
 it from there sends it again: an operator's choice). Hold suits a gateway that sends delivery
 reports (`public_url`); without them every in-doubt message ends failed after the timeout.
+`in_doubt: resend_unreported` holds it the same way, but with no report within `in_doubt_timeout`
+it sends it again: the gateway reports every message it takes within that time, so its silence
+shows the request never reached it (outbound was killed after noting the attempt and before the
+request left). It needs `public_url`; a report later than the timeout means a second copy.
 `in_doubt: resend` sends it again at once: for a gateway that drops a copy of a message it has
 already taken. Infobip does, for the `messageId` we give it (our message id), but only once
 Infobip has enabled idempotency for the account's channels and within the grace period set
@@ -77,7 +81,7 @@ from twoway.gateways.destinations import DestinationPolicy, RecipientLimit
 from twoway.gateways.limits import InboundLimits
 from twoway.phone import InvalidPhoneNumber, NumberFormat, parse_gateway_number
 
-InDoubtPolicy = Literal["hold", "resend"]
+InDoubtPolicy = Literal["hold", "resend", "resend_unreported"]
 
 GatewayType = Literal["mobilefirst-http", "kannel", "twilio", "vonage", "infobip", "webhook"]
 
@@ -188,12 +192,14 @@ class GatewayConfig(BaseModel):
     in_doubt: InDoubtPolicy = Field(
         default="hold",
         description="A send outbound cannot tell went out: hold (unknown until a delivery "
-        "report or in_doubt_timeout) or resend (the gateway drops a second copy)",
+        "report or in_doubt_timeout), resend (the gateway drops a second copy) or "
+        "resend_unreported (hold; no report within in_doubt_timeout: send again)",
     )
     in_doubt_timeout: float = Field(
         default=3600.0,
         gt=0,
-        description="hold: seconds after the attempt to wait for a delivery report, then failed",
+        description="hold, resend_unreported: seconds after the attempt to wait for a delivery "
+        "report, then failed (hold) or sent again (resend_unreported)",
     )
 
     @model_validator(mode="after")
@@ -205,6 +211,8 @@ class GatewayConfig(BaseModel):
             raise ValueError("multipart: udh is for kannel gateways")
         if self.numbers == "national" and self.region is None:
             raise ValueError("number_format: national needs the gateway's region")
+        if self.in_doubt == "resend_unreported" and self.public_url is None:
+            raise ValueError("in_doubt: resend_unreported needs delivery reports (public_url)")
         return self
 
     @property
