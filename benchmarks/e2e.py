@@ -10,8 +10,8 @@ Prints each round and the median of the rounds, then where the time went over th
 CPU milliseconds per reply of every process (RabbitMQ, the database, each service, this client)
 and the database operations per reply. The services log JSON at INFO, the production default
 (`--log-level WARNING` leaves logging out of the figures). `--profile FOLDER` records a py-spy
-profile of every service over the measured rounds (py-spy on the PATH; one collapsed-stack file
-per service, `py-spy record --format raw`, readable by speedscope or flamegraph.pl).
+profile of every service and of SecantusDB over the measured rounds (py-spy on the PATH; one
+collapsed-stack file per process, `py-spy record --format raw`, for speedscope or flamegraph.pl).
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ async def run(
         accepted_rates, reply_rates = [], []
         processes = ProcessCpu(str(folder))
         cpu_before, operations_before = processes.sample(), database_operations(mongo_url)
-        with profiled(pids, arguments.profile):
+        with profiled({**pids, **processes.named("secantusdb")}, arguments.profile):
             for number in range(1, rounds + 1):
                 accepted, replies = await one_round(http, ingress, gateway, count, concurrency)
                 accepted_rates.append(accepted)
