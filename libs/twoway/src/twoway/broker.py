@@ -6,8 +6,7 @@
   every header's text at `MAX_HEADER_CHARS` (`capped_header`), whoever built the header.
 - `Consumer` consumes with manual acks and a prefetch from settings: it acks a message only after
   its handler (and everything the handler published) completed, in one frame with the acks of
-  the other deliveries of its channel settled while an earlier ack was being written
-  (`AckWindow`);
+  the other deliveries of its channel settled in the same turn of the event loop (`AckWindow`);
   a payload or header that does not
   parse, or a handler that raises `Reject`, sends the message to the dead-letter queue with the
   reason; so does a handler that keeps failing, or a message that keeps being redelivered (it
@@ -322,23 +321,39 @@ def repeat_headers(repeat: bool) -> dict[str, FieldValue]:
 
 
 class _ChannelAcks:
-    """The acks of one channel's deliveries, written by one handling at a time, in the order they
-    were taken (a later `multiple` ack may pass over a delivery taken earlier for a single ack,
-    which must reach the broker first). Deliveries settled while one handling writes go out
-    together when the next takes its turn, mostly as one `multiple` ack (`AckWindow`); a
-    handling whose delivery was acked by an earlier turn writes nothing."""
+    """The acks of one channel's deliveries: those settled in the same turn of the event loop
+    go out together, mostly as one `multiple` ack (`AckWindow`). One sender writes them, in the
+    order they were taken: a later `multiple` ack may pass over a delivery taken for a single ack
+    earlier, which must reach the broker first."""
 
     def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
         self._channel = channel
         self.window = AckWindow()
-        self._writing = asyncio.Lock()
+        self._batch: asyncio.Future[None] | None = None
+        self._sending = False
 
     async def ack(self, tag: int) -> None:
         """Ack delivery `tag`; returns once the ack that covers it is written."""
         self.window.settle(tag, ack=True)
-        async with self._writing:
-            for taken, multiple in self.window.take():
-                await self._channel.basic_ack(taken, multiple=multiple)
+        if self._batch is None:
+            self._batch = asyncio.get_running_loop().create_future()
+            if not self._sending:
+                # A task runs from the next turn of the loop: every ack settled until then joins.
+                self._sending = True
+                asyncio.create_task(self._send())  # noqa: RUF006 (its waiters hold the batches)
+        await asyncio.shield(self._batch)
+
+    async def _send(self) -> None:
+        while self._batch is not None:
+            batch, self._batch = self._batch, None  # acks settled from here on: the next batch
+            try:
+                for tag, multiple in self.window.take():
+                    await self._channel.basic_ack(tag, multiple=multiple)
+            except Exception as error:  # each waiter of the batch raises it
+                batch.set_exception(error)
+            else:
+                batch.set_result(None)
+        self._sending = False
 
 
 _ACKS: weakref.WeakKeyDictionary[aiormq.abc.AbstractChannel, _ChannelAcks] = (
