@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator
 
 import pytest
@@ -393,33 +392,4 @@ async def test_acks_settled_together_around_a_nack_ack_each_message_once(
     await channel.close()
     assert sorted(done) == sorted(f"ECHO {n}" for n in range(20))
     assert failed_once == ["ECHO 7"]
-    assert await queue_length(amqp, ROUTER_QUEUE) == 0
-
-
-async def test_acks_of_deliveries_finishing_out_of_order_each_reach_the_broker_once(
-    amqp: AbstractRobustConnection, publisher: Publisher
-) -> None:
-    """Handlers finishing in random order, some acks coalesced and some alone while others are
-    still being written: an ack the broker does not expect (a tag acked twice) would close the
-    channel."""
-    count = 300
-    done: list[str] = []
-    all_done = asyncio.Event()
-    jitter = random.Random(13)
-
-    async def handle(message: InboundSMS, _delivery: Delivery) -> None:
-        await asyncio.sleep(jitter.random() / 100)
-        done.append(message.text)
-        if len(done) == count:
-            all_done.set()
-
-    consumer, channel = await consume_on_own_channel(amqp, publisher, handle, prefetch=32)
-    await publisher.publish_many(
-        [(inbound(f"ECHO {n}"), "inbound.sim") for n in range(count)], exchange=INBOUND_EXCHANGE
-    )
-    await asyncio.wait_for(all_done.wait(), 30)
-    await consumer.stop(grace=5)
-    assert not channel.is_closed
-    await channel.close()
-    assert sorted(done) == sorted(f"ECHO {n}" for n in range(count))
     assert await queue_length(amqp, ROUTER_QUEUE) == 0

@@ -2,50 +2,49 @@
 frame (pure: `twoway.broker.Consumer` sends what `AckWindow.take` returns).
 
 AMQP's `basic.ack(tag, multiple=True)` acks every outstanding delivery of the channel up to `tag`.
-A channel numbers its deliveries 1, 2, 3, ...; one is covered by a `multiple` ack only when every
-delivery up to it is known here and settled: none still being handled, none delivered but not yet
-seen by its consumer (their tasks start in no promised order), and nacks sent before (a nacked
-delivery is no longer outstanding). A delivery settled behind one still in hand is acked alone at
-once: it must not wait for a slow one, as it holds a prefetch slot.
+Deliveries still being handled, or settled by a nack (sent at once, so no longer outstanding),
+must never be covered by one, and a delivery settled behind one still in hand must not wait for
+it (it holds a prefetch slot): it is acked alone.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-_State = Literal["in hand", "to ack", "acked", "nacked"]
+_State = Literal["in hand", "ack", "settled"]
 
 
 class AckWindow:
-    """The deliveries of one channel from the first not known to be settled on."""
+    """The deliveries of one channel that are not acked yet, in delivery order (a channel's
+    delivery tags grow)."""
 
     def __init__(self) -> None:
-        self._settled_through = 0  # every delivery up to this tag is acked or nacked
-        self._open: dict[int, _State] = {}
+        self._open: dict[int, _State] = {}  # insertion order is delivery order
 
     def received(self, tag: int) -> None:
         self._open[tag] = "in hand"
 
     def settle(self, tag: int, *, ack: bool) -> None:
         """`tag` was handled: it needs an ack, or (`ack=False`) it was nacked already."""
-        self._open[tag] = "to ack" if ack else "nacked"
+        self._open[tag] = "ack" if ack else "settled"
 
     def take(self) -> list[tuple[int, bool]]:
-        """The acks to send now, as (delivery tag, multiple): one `multiple` ack for the run of
-        settled deliveries that follows those settled before, then one single ack for each
-        delivery settled behind one still in hand or not yet received."""
+        """The acks to send now, as (delivery tag, multiple), and forget them: one `multiple` ack
+        for the settled deliveries at the head, then one single ack for each settled delivery
+        behind one still in hand."""
         acks: list[tuple[int, bool]] = []
-        covered: int | None = None
-        tag = self._settled_through + 1
-        while self._open.get(tag, "in hand") != "in hand":
-            if self._open.pop(tag) == "to ack":
-                covered = tag
-            tag += 1
-        self._settled_through = tag - 1
-        if covered is not None:
-            acks.append((covered, True))
-        for tag, state in self._open.items():
-            if state == "to ack":
-                self._open[tag] = "acked"  # forgotten once the run reaches it
-                acks.append((tag, False))
+        last_head_ack: int | None = None
+        for tag, state in list(self._open.items()):
+            if state == "in hand":
+                break
+            del self._open[tag]
+            if state == "ack":
+                last_head_ack = tag
+        if last_head_ack is not None:
+            acks.append((last_head_ack, True))
+        for tag, state in list(self._open.items()):
+            if state != "in hand":
+                del self._open[tag]
+                if state == "ack":
+                    acks.append((tag, False))
         return acks

@@ -322,38 +322,25 @@ def repeat_headers(repeat: bool) -> dict[str, FieldValue]:
 
 class _ChannelAcks:
     """The acks of one channel's deliveries: those settled in the same turn of the event loop
-    go out together, mostly as one `multiple` ack (`AckWindow`). One sender writes them, in the
-    order they were taken: a later `multiple` ack may pass over a delivery taken for a single ack
-    earlier, which must reach the broker first."""
+    go out together, mostly as one `multiple` ack (`AckWindow`)."""
 
     def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
         self._channel = channel
         self.window = AckWindow()
-        self._batch: asyncio.Future[None] | None = None
-        self._sending = False
+        self._sending: asyncio.Task[None] | None = None
 
     async def ack(self, tag: int) -> None:
         """Ack delivery `tag`; returns once the ack that covers it is written."""
         self.window.settle(tag, ack=True)
-        if self._batch is None:
-            self._batch = asyncio.get_running_loop().create_future()
-            if not self._sending:
-                # A task runs from the next turn of the loop: every ack settled until then joins.
-                self._sending = True
-                asyncio.create_task(self._send())  # noqa: RUF006 (its waiters hold the batches)
-        await asyncio.shield(self._batch)
+        if self._sending is None:
+            # A task runs from the next turn of the loop: every ack settled until then joins it.
+            self._sending = asyncio.create_task(self._send())
+        await asyncio.shield(self._sending)
 
     async def _send(self) -> None:
-        while self._batch is not None:
-            batch, self._batch = self._batch, None  # acks settled from here on: the next batch
-            try:
-                for tag, multiple in self.window.take():
-                    await self._channel.basic_ack(tag, multiple=multiple)
-            except Exception as error:  # each waiter of the batch raises it
-                batch.set_exception(error)
-            else:
-                batch.set_result(None)
-        self._sending = False
+        self._sending = None  # acks settled from here on go in the next write
+        for tag, multiple in self.window.take():
+            await self._channel.basic_ack(tag, multiple=multiple)
 
 
 _ACKS: weakref.WeakKeyDictionary[aiormq.abc.AbstractChannel, _ChannelAcks] = (
