@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustConnection
 
 from tests.support.broker import drain, queue_length
 from twoway.broker import Consumer, Publisher, PublishFailed, Reject
@@ -318,78 +318,4 @@ async def test_stop_waits_for_the_message_in_flight(
     await asyncio.wait_for(started.wait(), 5)
     await consumer.stop(grace=5)
     assert len(finished) == 1
-    assert await queue_length(amqp, ROUTER_QUEUE) == 0
-
-
-async def consume_on_own_channel(
-    amqp: AbstractRobustConnection, publisher: Publisher, handle: object, prefetch: int
-) -> tuple[Consumer[InboundSMS], AbstractChannel]:
-    channel = await amqp.channel()
-    await channel.set_qos(prefetch_count=prefetch)
-    consumer = Consumer(
-        await channel.get_queue(ROUTER_QUEUE),
-        InboundSMS,
-        handle,  # type: ignore[arg-type]
-        publisher,
-        max_deliveries=MAX_DELIVERIES,
-    )
-    await consumer.start()
-    return consumer, channel
-
-
-async def test_a_slow_message_does_not_hold_back_the_acks_of_those_behind_it(
-    amqp: AbstractRobustConnection, publisher: Publisher
-) -> None:
-    """Prefetch 4 and one message held: the ten behind it are all delivered only if each of
-    their acks went out without waiting for it."""
-    release, all_fast_handled = asyncio.Event(), asyncio.Event()
-    fast: list[str] = []
-
-    async def handle(message: InboundSMS, _delivery: Delivery) -> None:
-        if message.text == "SLOW":
-            await release.wait()
-            return
-        fast.append(message.text)
-        if len(fast) == 10:
-            all_fast_handled.set()
-
-    consumer, channel = await consume_on_own_channel(amqp, publisher, handle, prefetch=4)
-    messages = [inbound("SLOW"), *(inbound(f"FAST {n}") for n in range(10))]
-    await publisher.publish_many(
-        [(message, "inbound.sim") for message in messages], exchange=INBOUND_EXCHANGE
-    )
-    await asyncio.wait_for(all_fast_handled.wait(), 10)
-    release.set()
-    await consumer.stop(grace=5)
-    await channel.close()  # anything left unacked would be back in the queue
-    assert sorted(fast) == sorted(f"FAST {n}" for n in range(10))
-    assert await queue_length(amqp, ROUTER_QUEUE) == 0
-
-
-async def test_acks_settled_together_around_a_nack_ack_each_message_once(
-    amqp: AbstractRobustConnection, publisher: Publisher
-) -> None:
-    """Twenty messages handled concurrently, one failing its first delivery (nacked back to
-    the queue): every one is handled to the end once, and nothing stays unacked."""
-    done: list[str] = []
-    failed_once: list[str] = []
-    all_done = asyncio.Event()
-
-    async def handle(message: InboundSMS, delivery: Delivery) -> None:
-        if message.text == "ECHO 7" and delivery.number == 1:
-            failed_once.append(message.text)
-            raise ConnectionError("database went away")
-        done.append(message.text)
-        if len(done) == 20:
-            all_done.set()
-
-    consumer, channel = await consume_on_own_channel(amqp, publisher, handle, prefetch=8)
-    await publisher.publish_many(
-        [(inbound(f"ECHO {n}"), "inbound.sim") for n in range(20)], exchange=INBOUND_EXCHANGE
-    )
-    await asyncio.wait_for(all_done.wait(), 10)
-    await consumer.stop(grace=5)
-    await channel.close()
-    assert sorted(done) == sorted(f"ECHO {n}" for n in range(20))
-    assert failed_once == ["ECHO 7"]
     assert await queue_length(amqp, ROUTER_QUEUE) == 0

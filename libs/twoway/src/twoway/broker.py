@@ -5,9 +5,7 @@
   returns only once the broker has the message, and raises `PublishFailed` otherwise. It caps
   every header's text at `MAX_HEADER_CHARS` (`capped_header`), whoever built the header.
 - `Consumer` consumes with manual acks and a prefetch from settings: it acks a message only after
-  its handler (and everything the handler published) completed, in one frame with the acks of
-  the other deliveries of its channel settled in the same turn of the event loop (`AckWindow`);
-  a payload or header that does not
+  its handler (and everything the handler published) completed; a payload or header that does not
   parse, or a handler that raises `Reject`, sends the message to the dead-letter queue with the
   reason; so does a handler that keeps failing, or a message that keeps being redelivered (it
   killed its consumer), after `max_deliveries` deliveries.
@@ -16,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Generic, Protocol, TypeVar, cast
 
@@ -36,7 +33,6 @@ from pamqp.common import FieldTable, FieldValue
 from pydantic import ValidationError
 
 from twoway import metrics
-from twoway.acks import AckWindow
 from twoway.consumed import BadHeader, Delivery, Headers, read_delivery
 from twoway.messages import Envelope
 from twoway.topology import (
@@ -320,43 +316,6 @@ def repeat_headers(repeat: bool) -> dict[str, FieldValue]:
     return {HEADER_REPEAT: True} if repeat else {}
 
 
-class _ChannelAcks:
-    """The acks of one channel's deliveries: those settled in the same turn of the event loop
-    go out together, mostly as one `multiple` ack (`AckWindow`)."""
-
-    def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
-        self._channel = channel
-        self.window = AckWindow()
-        self._sending: asyncio.Task[None] | None = None
-
-    async def ack(self, tag: int) -> None:
-        """Ack delivery `tag`; returns once the ack that covers it is written."""
-        self.window.settle(tag, ack=True)
-        if self._sending is None:
-            # A task runs from the next turn of the loop: every ack settled until then joins it.
-            self._sending = asyncio.create_task(self._send())
-        await asyncio.shield(self._sending)
-
-    async def _send(self) -> None:
-        self._sending = None  # acks settled from here on go in the next write
-        for tag, multiple in self.window.take():
-            await self._channel.basic_ack(tag, multiple=multiple)
-
-
-_ACKS: weakref.WeakKeyDictionary[aiormq.abc.AbstractChannel, _ChannelAcks] = (
-    weakref.WeakKeyDictionary()
-)
-"""The acks of each channel (consumers sharing a channel must share its window: a `multiple`
-ack covers every delivery of the channel), gone with the channel."""
-
-
-def _acks_of(channel: aiormq.abc.AbstractChannel) -> _ChannelAcks:
-    acks = _ACKS.get(channel)
-    if acks is None:
-        acks = _ACKS[channel] = _ChannelAcks(channel)
-    return acks
-
-
 M = TypeVar("M", bound=Envelope)
 Handle = Callable[[M, Delivery], Awaitable[None]]
 
@@ -421,7 +380,6 @@ class Consumer(Generic[M]):
             log.warning("in_flight_abandoned", queue=self.queue_name, count=self._in_flight)
 
     async def _on_message(self, incoming: AbstractIncomingMessage) -> None:
-        _acks_of(incoming.channel).window.received(_tag(incoming))
         self._in_flight += 1
         self._idle.clear()
         try:
@@ -478,9 +436,9 @@ class Consumer(Generic[M]):
                 await self._reject(incoming, delivery, reason)
             else:
                 metrics.CONSUME_ERRORS.labels(queue=queue).inc()
-                await _nack(incoming, requeue=True)
+                await incoming.nack(requeue=True)
         else:
-            await _acks_of(incoming.channel).ack(_tag(incoming))
+            await incoming.ack()
             metrics.CONSUMED.labels(queue=queue).inc()
 
     async def _reject(self, incoming: AbstractIncomingMessage, copy: Consumed, reason: str) -> None:
@@ -491,18 +449,6 @@ class Consumer(Generic[M]):
             await self._publisher.dead_letter(copy, queue, reason)
         except PublishFailed:
             # The queue's own dead-letter exchange keeps it, without our reason header.
-            await _nack(incoming, requeue=False)
+            await incoming.nack(requeue=False)
         else:
-            await _acks_of(incoming.channel).ack(_tag(incoming))
-
-
-def _tag(incoming: AbstractIncomingMessage) -> int:
-    # Set on every delivery of a queue consumed with acks, as `Consumer` consumes.
-    assert incoming.delivery_tag is not None
-    return incoming.delivery_tag
-
-
-async def _nack(incoming: AbstractIncomingMessage, *, requeue: bool) -> None:
-    """Nack at once; only then may a `multiple` ack pass over it (`AckWindow`)."""
-    await incoming.nack(requeue=requeue)
-    _acks_of(incoming.channel).window.settle(_tag(incoming), ack=False)
+            await incoming.ack()
