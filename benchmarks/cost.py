@@ -55,6 +55,11 @@ class ProcessCpu:
         }
         self._pids[str(os.getpid())] = "benchmark client"
 
+    def named(self, name: str) -> dict[str, int]:
+        """The ids of the processes called `name` (`secantusdb`, ...), each under its name and
+        id."""
+        return {f"{name}-{pid}": int(pid) for pid, named in self._pids.items() if named == name}
+
     def sample(self) -> dict[str, float]:
         totals: dict[str, float] = {}
         for pid, name in self._pids.items():

@@ -8,7 +8,10 @@ gateway simulator as separate processes, as `make run` does. Then posts N `ECHO`
   all N replies (the figure to compare with Kannel's 2,000-3,700 replies/s on the same box).
 Prints each round and the median of the rounds, then where the time went over the measured rounds:
 CPU milliseconds per reply of every process (RabbitMQ, the database, each service, this client)
-and the database operations per reply. Logs at WARNING, so logging is not measured.
+and the database operations per reply. The services log JSON at INFO, the production default
+(`--log-level WARNING` leaves logging out of the figures). `--profile FOLDER` records a py-spy
+profile of every service and of SecantusDB over the measured rounds (py-spy on the PATH; one
+collapsed-stack file per process, `py-spy record --format raw`, for speedscope or flamegraph.pl).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -43,7 +47,11 @@ SERVICES = (
 
 
 @contextmanager
-def running_services(folder: Path, amqp_url: str, mongo_url: str) -> Iterator[dict[str, int]]:
+def running_services(
+    folder: Path, amqp_url: str, mongo_url: str, log_level: str
+) -> Iterator[tuple[dict[str, int], dict[str, int]]]:
+    """Starts every service as its own process; yields their ports and their process ids, by
+    service."""
     ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
     gateways = folder / "gateways.yaml"
     gateways.write_text(
@@ -54,30 +62,58 @@ def running_services(folder: Path, amqp_url: str, mongo_url: str) -> Iterator[di
         f"    destinations: {TEST_DESTINATIONS}\n"
     )
     bin_dir = Path(sys.executable).parent
-    processes = []
+    processes = {}
     for service, port in ports.items():
         env = {
             **os.environ,
             "TWOWAY_AMQP_URL": amqp_url,
             "TWOWAY_MONGO_URL": mongo_url,
             "TWOWAY_PORT": str(port),
-            "TWOWAY_LOG_LEVEL": "WARNING",
+            "TWOWAY_LOG_LEVEL": log_level,
+            "TWOWAY_LOG_FORMAT": "json",
             "TWOWAY_GATEWAYS_FILE": str(gateways),
             "TWOWAY_RECEIVE_GATEWAY": "sim",
             "TWOWAY_INGRESS_URL": f"http://127.0.0.1:{ports['twoway-ingress']}",
             "TWOWAY_REFERENCE_SECRET": "benchmark-reference-secret",
         }
         log = (folder / f"{service}.log").open("wb")
-        processes.append(
-            subprocess.Popen([str(bin_dir / service)], env=env, stdout=log, stderr=log)
+        processes[service] = subprocess.Popen(
+            [str(bin_dir / service)], env=env, stdout=log, stderr=log
         )
     try:
-        yield ports
+        yield ports, {service: process.pid for service, process in processes.items()}
     finally:
-        for process in processes:
+        for process in processes.values():
             process.terminate()
-        for process in processes:
+        for process in processes.values():
             process.wait(timeout=20)
+
+
+@contextmanager
+def profiled(pids: dict[str, int], folder: Path | None) -> Iterator[None]:
+    """Records a py-spy profile of each process in `pids` into `folder` while inside (nothing
+    without a folder). Non-blocking sampling: the services are not paused to be sampled."""
+    if folder is None:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    profilers = [
+        subprocess.Popen(
+            [
+                *("py-spy", "record", "--pid", str(pid), "--format", "raw", "--nonblocking"),
+                *("--output", str(folder / f"{service}.txt")),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        for service, pid in pids.items()
+    ]
+    try:
+        yield
+    finally:
+        for profiler in profilers:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its profile when interrupted
+        for profiler in profilers:
+            profiler.wait(timeout=60)
 
 
 async def wait_ready(http: aiohttp.ClientSession, ports: dict[str, int]) -> None:
@@ -136,8 +172,13 @@ async def one_round(
 
 
 async def run(
-    count: int, concurrency: int, rounds: int, ports: dict[str, int], folder: Path, mongo_url: str
+    arguments: argparse.Namespace,
+    ports: dict[str, int],
+    pids: dict[str, int],
+    folder: Path,
+    mongo_url: str,
 ) -> None:
+    count, concurrency, rounds = arguments.count, arguments.concurrency, arguments.rounds
     ingress = f"http://127.0.0.1:{ports['twoway-ingress']}"
     gateway = f"http://127.0.0.1:{ports['twoway-gateway-sim']}"
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -147,15 +188,16 @@ async def run(
         accepted_rates, reply_rates = [], []
         processes = ProcessCpu(str(folder))
         cpu_before, operations_before = processes.sample(), database_operations(mongo_url)
-        for number in range(1, rounds + 1):
-            accepted, replies = await one_round(http, ingress, gateway, count, concurrency)
-            accepted_rates.append(accepted)
-            reply_rates.append(replies)
-            print(
-                f"round {number}: {count} SMS, accepted {accepted:,.0f}/s, "
-                f"replies {replies:,.0f}/s",
-                flush=True,
-            )
+        with profiled({**pids, **processes.named("secantusdb")}, arguments.profile):
+            for number in range(1, rounds + 1):
+                accepted, replies = await one_round(http, ingress, gateway, count, concurrency)
+                accepted_rates.append(accepted)
+                reply_rates.append(replies)
+                print(
+                    f"round {number}: {count} SMS, accepted {accepted:,.0f}/s, "
+                    f"replies {replies:,.0f}/s",
+                    flush=True,
+                )
         cpu_after, operations_after = processes.sample(), database_operations(mongo_url)
     print(
         f"median of {rounds}: accepted {statistics.median(accepted_rates):,.0f}/s, "
@@ -173,14 +215,16 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--log-level", default="INFO", choices=["INFO", "WARNING"])
+    parser.add_argument("--profile", type=Path, help="a folder for a py-spy profile per service")
     args, _ = parser.parse_known_args()
     with tempfile.TemporaryDirectory(prefix="twoway-bench-") as folder:
         path = Path(folder)
         with (
             provide_servers(path, persistent=False) as urls,
-            running_services(path, urls.amqp_url, urls.mongo_url) as ports,
+            running_services(path, urls.amqp_url, urls.mongo_url, args.log_level) as (ports, pids),
         ):
-            asyncio.run(run(args.count, args.concurrency, args.rounds, ports, path, urls.mongo_url))
+            asyncio.run(run(args, ports, pids, path, urls.mongo_url))
 
 
 if __name__ == "__main__":

@@ -145,3 +145,21 @@ def test_console_format_is_not_json_and_still_masked(capsys: pytest.CaptureFixtu
     assert PHONE not in out
     with pytest.raises(json.JSONDecodeError):
         json.loads(out.splitlines()[0])
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_structlog_and_standard_library_lines_keep_their_order(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """structlog's lines are bytes written to stdout's buffer, the standard library's go through
+    its text layer: each is flushed at once, so the two never swap."""
+    configure_logging(TwowaySettings(log_format="json"), "router")
+    structlog.get_logger("test").warning("first")
+    logging.getLogger("aiormq").warning("second")
+    structlog.get_logger("test").warning("third")
+
+    assert [line["event"] for line in json_lines(capsys.readouterr().out)] == [
+        "first",
+        "second",
+        "third",
+    ]
