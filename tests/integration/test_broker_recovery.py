@@ -225,6 +225,7 @@ async def test_a_send_cut_off_from_the_broker_mid_request_is_logged_sent_and_nev
     amqp: AbstractRobustConnection,
     mongo_db: AsyncDatabase[Document],
     tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """The broker goes away while outbound's request is at the gateway: the lost channel must
     not cut the handling between its attempt note and its outcome (that would leave the message
@@ -279,3 +280,6 @@ async def test_a_send_cut_off_from_the_broker_mid_request_is_logged_sent_and_nev
     assert len(held.requests) == 1
     assert record is not None
     assert [entry["status"] for entry in record.history] == ["accepted", "sent"]
+    output = capfd.readouterr().out
+    assert "outbound_handling_ended_without_its_consumer" in output  # its events unpublished
+    assert "never retrieved" not in output

@@ -115,7 +115,12 @@ class Sender:
         note and its outcome, a send would be in doubt and held, though nothing killed outbound;
         so each handling runs to its end in a task of its own. What the channel's loss costs is
         the ack: the redelivery finds the outcome in the log."""
-        await asyncio.shield(self._one_copy_at_a_time(message, delivery))
+        handling = asyncio.ensure_future(self._one_copy_at_a_time(message, delivery))
+        try:
+            await asyncio.shield(handling)
+        except asyncio.CancelledError:
+            handling.add_done_callback(_told_without_its_consumer)
+            raise
 
     async def _one_copy_at_a_time(self, message: OutboundSMS, delivery: Delivery) -> None:
         async with self._copies.hold(message.message_id):
@@ -368,4 +373,14 @@ class Sender:
             exchange="",
             routing_key=retry_queue(self._queue, delay),
             headers={**kept, **(headers or {})},
+        )
+
+
+def _told_without_its_consumer(handling: asyncio.Future[None]) -> None:
+    """How a handling ended after its consumer was cancelled: its message comes back and is
+    handled again, so an error here (most often its events not published, the broker being
+    away) is told as a warning, not left to asyncio's "exception was never retrieved"."""
+    if not handling.cancelled() and (error := handling.exception()) is not None:
+        log.warning(
+            "outbound_handling_ended_without_its_consumer", error=f"{type(error).__name__}: {error}"
         )
